@@ -1,0 +1,240 @@
+"""`reprint-bot`: the operator's command line.
+
+Every user mistake ends with exit code 2 and one line on stderr saying what is wrong; no
+traceback. Output meant for scripts (a binding code, a summary) goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core import enrolment, ledger, migrations
+from core.db import create_engine, create_session_maker, unit_of_work
+from core.models import OperatorRole
+from core.settings import Settings, load_settings
+
+
+class UserError(Exception):
+    """Something the operator can fix; printed as one line, exit code 2."""
+
+
+def fail(message: str) -> NoReturn:
+    print(f"reprint-bot: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+async def _checked_engine(settings: Settings) -> AsyncEngine:
+    """An engine on a database whose schema is at this code's head revision."""
+    engine = create_engine(settings.effective_database_url)
+    try:
+        current = await migrations.current_revision(engine)
+    except Exception as exc:
+        await engine.dispose()
+        raise UserError(f"cannot open database: {exc.__class__.__name__}: {exc}") from exc
+    if current != migrations.head_revision():
+        await engine.dispose()
+        raise UserError("database schema is not up to date: run `reprint-bot db upgrade`")
+    return engine
+
+
+# --- verbs -----------------------------------------------------------------------------------
+
+
+async def cmd_db(args: argparse.Namespace, settings: Settings) -> None:
+    url = settings.effective_database_url
+    if args.action == "upgrade":
+        create_engine(url)  # makes the SQLite data folder
+        await migrations.upgrade_async(url, args.revision)
+        at = migrations.head_revision() if args.revision == "head" else args.revision
+        print(f"database at {at}")
+    else:
+        await migrations.downgrade_async(url, args.revision)
+        print(f"database at {args.revision}")
+
+
+async def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
+    data = ledger.import_file_bytes(Path(args.file))
+    engine = await _checked_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            trans = await conn.begin()
+            summary = await ledger.import_ledger(conn, data)
+            if args.dry_run:
+                await trans.rollback()
+            else:
+                await trans.commit()
+    finally:
+        await engine.dispose()
+    for rej in summary.rejected:
+        print(f"line {rej.line}: rejected: {rej.reason}")
+    prefix = "dry run, nothing saved: " if args.dry_run else ""
+    print(
+        f"{prefix}inserted {summary.inserted}, updated {summary.updated}, "
+        f"unchanged {summary.unchanged}, rejected {len(summary.rejected)}"
+    )
+
+
+async def cmd_merchant(args: argparse.Namespace, settings: Settings) -> None:
+    engine = await _checked_engine(settings)
+    maker = create_session_maker(engine)
+    try:
+        async with unit_of_work(maker) as session:
+            if args.action == "invite":
+                ttl = enrolment.parse_ttl(args.ttl) if args.ttl else None
+                hours = settings.binding_code_ttl_hours
+                inv = await enrolment.invite(
+                    session,
+                    args.merchant_no,
+                    ttl or enrolment.parse_ttl(f"{hours}h"),
+                    OperatorRole(args.role),
+                )
+                print(inv.code)
+                print(
+                    f"for {inv.merchant.name} ({inv.merchant.merchant_no}), one use, "
+                    f"expires {inv.expires_at:%Y-%m-%d %H:%M} UTC",
+                    file=sys.stderr,
+                )
+            elif args.action == "add":
+                m = await enrolment.add_merchant(session, args.merchant_no, args.name)
+                print(f"merchant {m.merchant_no} {m.name}")
+            else:
+                for m in await enrolment.list_merchants(session):
+                    print(f"{m.merchant_no}\t{m.name}")
+    finally:
+        await engine.dispose()
+
+
+async def cmd_terminal(args: argparse.Namespace, settings: Settings) -> None:
+    engine = await _checked_engine(settings)
+    maker = create_session_maker(engine)
+    try:
+        async with unit_of_work(maker) as session:
+            if args.action == "bind-printer":
+                t = await enrolment.bind_printer(session, args.terminal_no, args.uri, args.paper)
+                print(f"terminal {t.terminal_no} prints on {t.printer_uri} ({t.paper_mm} mm)")
+            else:
+                for t in await enrolment.list_terminals(session):
+                    printer = f"{t.printer_uri} ({t.paper_mm} mm)" if t.printer_uri else "-"
+                    print(f"{t.terminal_no}\t{t.merchant.merchant_no}\t{printer}")
+    finally:
+        await engine.dispose()
+
+
+async def cmd_agent(args: argparse.Namespace, settings: Settings) -> None:
+    engine = await _checked_engine(settings)
+    maker = create_session_maker(engine)
+    try:
+        async with unit_of_work(maker) as session:
+            if args.action == "add":
+                a = await enrolment.add_agent(session, args.telegram_user_id, args.name or "")
+                print(f"agent {a.telegram_user_id} {a.name}".rstrip())
+            elif args.action == "remove":
+                a = await enrolment.remove_agent(session, args.telegram_user_id)
+                print(f"agent {a.telegram_user_id} removed")
+            else:
+                for a in await enrolment.list_agents(session):
+                    print(f"{a.telegram_user_id}\t{a.name}")
+    finally:
+        await engine.dispose()
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+Verb = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, None]]
+
+
+def _telegram_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a Telegram user id: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"not a Telegram user id: {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line too (`--help` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="reprint-bot", description="The reprint assistant: bot runtime and operator tools."
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    db = verbs.add_parser("db", help="database schema migrations")
+    db_verbs = db.add_subparsers(dest="action", required=True)
+    up = db_verbs.add_parser("upgrade", help="migrate to the newest schema")
+    up.add_argument("revision", nargs="?", default="head")
+    down = db_verbs.add_parser("downgrade", help="migrate down to REVISION (e.g. base)")
+    down.add_argument("revision")
+    db.set_defaults(func=cmd_db)
+
+    imp = verbs.add_parser("import-transactions", help="load a settlement-detail CSV")
+    imp.add_argument("file")
+    imp.add_argument("--dry-run", action="store_true", help="validate and count; save nothing")
+    imp.set_defaults(func=cmd_import)
+
+    merchant = verbs.add_parser("merchant", help="merchants and binding codes")
+    m_verbs = merchant.add_subparsers(dest="action", required=True)
+    inv = m_verbs.add_parser("invite", help="print a one-time binding code")
+    inv.add_argument("merchant_no")
+    inv.add_argument("--ttl", help="validity, e.g. 90m, 72h, 3d (default BINDING_CODE_TTL_HOURS)")
+    inv.add_argument("--role", choices=[r.value for r in OperatorRole], default="clerk")
+    add = m_verbs.add_parser("add", help="enrol or rename a merchant")
+    add.add_argument("merchant_no")
+    add.add_argument("name")
+    m_verbs.add_parser("list", help="list merchants")
+    merchant.set_defaults(func=cmd_merchant)
+
+    terminal = verbs.add_parser("terminal", help="terminals and their printers")
+    t_verbs = terminal.add_subparsers(dest="action", required=True)
+    bind = t_verbs.add_parser("bind-printer", help="bind a receipt printer to a terminal")
+    bind.add_argument("terminal_no")
+    bind.add_argument("uri", help="tcp://host:9100, usb://VID:PID, serial:///dev/X, file:///path")
+    bind.add_argument("--paper", type=int, choices=(58, 80), default=58)
+    t_verbs.add_parser("list", help="list terminals and printers")
+    terminal.set_defaults(func=cmd_terminal)
+
+    agent = verbs.add_parser("agent", help="support agents")
+    a_verbs = agent.add_subparsers(dest="action", required=True)
+    a_add = a_verbs.add_parser("add", help="register a support agent")
+    a_add.add_argument("telegram_user_id", type=_telegram_id)
+    a_add.add_argument("--name")
+    a_rm = a_verbs.add_parser("remove", help="unregister a support agent")
+    a_rm.add_argument("telegram_user_id", type=_telegram_id)
+    a_verbs.add_parser("list", help="list agents")
+    agent.set_defaults(func=cmd_agent)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except Exception as exc:  # pydantic ValidationError: a bad environment variable
+        fail(f"bad settings: {exc}".splitlines()[0] + " " + str(exc).splitlines()[-1].strip())
+    func: Verb = args.func
+    try:
+        asyncio.run(func(args, settings))
+    except (UserError, enrolment.EnrolmentError, ledger.LedgerFileError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()
