@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 
-.PHONY: setup fonts catalogues lint typecheck test demo bench clean
+.PHONY: setup fonts catalogues messages lint typecheck test demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ fonts:
 	fi
 
 catalogues: $(STAMP)
-	$(VENV)/bin/pybabel compile -d locales -D messages -q
+	$(VENV)/bin/pybabel compile -d locales -D messages --statistics
 
 setup: $(STAMP) fonts catalogues
 
@@ -50,3 +50,9 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# After changing user-facing text: refresh the catalogues, then translate the new entries.
+messages: $(STAMP)
+	$(VENV)/bin/pybabel extract -F babel.cfg -k _ -k __ -k t -k lazy_gettext \
+	  --no-location --sort-output -o locales/messages.pot .
+	$(VENV)/bin/pybabel update -i locales/messages.pot -d locales -D messages --no-fuzzy-matching

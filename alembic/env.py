@@ -10,9 +10,9 @@ import asyncio
 from logging.config import fileConfig
 from typing import Any
 
+from alembic import context
 from sqlalchemy.engine import Connection
 
-from alembic import context
 from core.db import create_engine
 from core.models import Base
 from core.settings import load_settings

@@ -364,3 +364,18 @@ def _events_are_append_only(_mapper: Any, _conn: Any, target: RequestEvent) -> N
 @event.listens_for(RequestEvent, "before_delete")
 def _events_are_never_deleted(_mapper: Any, _conn: Any, target: RequestEvent) -> None:
     raise ValueError(f"request event {target.id} is append-only")
+
+
+class ProcessedUpdate(Base):
+    """Telegram update ids already handled: a redelivered update acts once.
+
+    The row is written in the same transaction as the handler's work, so an update whose
+    handling failed (rolled back) is processed again when Telegram redelivers it.
+    """
+
+    __tablename__ = "processed_updates"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (Index(None, "at"),)

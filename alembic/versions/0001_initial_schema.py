@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 22:17:50.319079
+Create Date: 2026-11-25 22:29:42.525205
 """
 
 from collections.abc import Sequence
@@ -57,6 +57,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_merchants")),
         sa.UniqueConstraint("merchant_no", name=op.f("uq_merchants_merchant_no")),
     )
+    op.create_table(
+        "processed_updates",
+        sa.Column("update_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column(
+            "at",
+            core.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("update_id", name=op.f("pk_processed_updates")),
+    )
+    with op.batch_alter_table("processed_updates", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_processed_updates_at"), ["at"], unique=False)
+
     op.create_table(
         "binding_codes",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -535,6 +549,10 @@ def downgrade() -> None:
 
     op.drop_table("operators")
     op.drop_table("binding_codes")
+    with op.batch_alter_table("processed_updates", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_processed_updates_at"))
+
+    op.drop_table("processed_updates")
     op.drop_table("merchants")
     op.drop_table("binding_attempts")
     op.drop_table("agents")

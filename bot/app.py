@@ -1,0 +1,120 @@
+"""Composition root: settings -> engine -> Bot, Dispatcher, middlewares, routers.
+
+Nothing is built at import time; `Runtime.create()` builds everything once and hands
+long-lived services to handlers through the Dispatcher's workflow data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.fsm.storage.base import BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats
+from aiogram.utils.i18n import I18n
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.middlewares import (
+    DbSessionMiddleware,
+    OperatorLocaleMiddleware,
+    OperatorMiddleware,
+    ThrottlingMiddleware,
+    build_i18n,
+)
+from core.db import create_engine, create_session_maker
+from core.settings import Settings
+from handlers import get_routers
+
+log = logging.getLogger(__name__)
+LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
+
+
+def create_bot(settings: Settings, token: str | None = None) -> Bot:
+    """A Bot talking to `TELEGRAM_API_BASE` (Telegram, a local Bot API server, or the stand-in)."""
+    secret = token or (settings.bot_token.get_secret_value() if settings.bot_token else None)
+    if not secret:
+        raise ValueError("BOT_TOKEN is not set")
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+    return Bot(token=secret, session=session, default=DefaultBotProperties(parse_mode=None))
+
+
+def create_storage(settings: Settings) -> BaseStorage:
+    """FSM storage: Redis when `REDIS_URL` is set (survives restarts), else in memory."""
+    if settings.redis_url:
+        from aiogram.fsm.storage.redis import RedisStorage
+
+        return RedisStorage.from_url(settings.redis_url)
+    return MemoryStorage()
+
+
+def create_dispatcher(
+    settings: Settings,
+    session_maker: async_sessionmaker[AsyncSession],
+    i18n: I18n,
+    storage: BaseStorage | None = None,
+    **services: Any,
+) -> Dispatcher:
+    """The Dispatcher with every middleware and router; `services` become handler arguments."""
+    dp = Dispatcher(storage=storage or MemoryStorage(), settings=settings, i18n=i18n, **services)
+    dp.update.outer_middleware(ThrottlingMiddleware(settings.throttle_per_second))
+    dp.update.outer_middleware(DbSessionMiddleware(session_maker))
+    dp.update.outer_middleware(OperatorMiddleware())
+    dp.update.outer_middleware(OperatorLocaleMiddleware(i18n))
+    dp.include_routers(*get_routers(settings))
+    return dp
+
+
+def command_list(i18n: I18n, locale: str) -> list[BotCommand]:
+    """The bot's commands as the menu shows them, in one language."""
+    t = i18n.gettext
+    return [
+        BotCommand(command="reprint", description=t("Reprint a sales slip", locale=locale)),
+        BotCommand(command="status", description=t("My reprint requests", locale=locale)),
+        BotCommand(command="human", description=t("Talk to a person", locale=locale)),
+        BotCommand(command="verify", description=t("Check a reprinted slip", locale=locale)),
+        BotCommand(command="lang", description=t("Language", locale=locale)),
+        BotCommand(command="help", description=t("What this bot can do", locale=locale)),
+        BotCommand(command="start", description=t("Start or bind", locale=locale)),
+    ]
+
+
+async def register_commands(bot: Bot, i18n: I18n) -> None:
+    """`setMyCommands` for Chinese (also the default) and English users."""
+    scope = BotCommandScopeAllPrivateChats()
+    await bot.set_my_commands(command_list(i18n, "zh_CN"), scope=scope)
+    await bot.set_my_commands(command_list(i18n, "zh_CN"), scope=scope, language_code="zh")
+    await bot.set_my_commands(command_list(i18n, "en"), scope=scope, language_code="en")
+
+
+@dataclass
+class Runtime:
+    """Everything one bot process holds; closed in reverse order by `close()`."""
+
+    settings: Settings
+    engine: AsyncEngine
+    session_maker: async_sessionmaker[AsyncSession]
+    i18n: I18n
+    bot: Bot
+    dispatcher: Dispatcher
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    async def create(cls, settings: Settings, *, token: str | None = None) -> Runtime:
+        engine = create_engine(settings.effective_database_url)
+        maker = create_session_maker(engine)
+        i18n = build_i18n(str(LOCALES_DIR), settings.default_locale)
+        bot = create_bot(settings, token)
+        dp = create_dispatcher(settings, maker, i18n, create_storage(settings))
+        return cls(settings, engine, maker, i18n, bot, dp)
+
+    async def close(self) -> None:
+        await self.dispatcher.storage.close()
+        await self.bot.session.close()
+        await self.engine.dispose()

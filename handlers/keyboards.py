@@ -1,0 +1,25 @@
+"""Keyboard factories: the one place buttons are built."""
+
+from __future__ import annotations
+
+from aiogram.types import InlineKeyboardMarkup
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from handlers.callbacks import LangCb, MenuCb
+
+
+def main_menu() -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=_("Help"), callback_data=MenuCb(action="help"))
+    kb.button(text=_("Language / 语言"), callback_data=MenuCb(action="lang"))
+    kb.adjust(2)
+    return kb.as_markup()
+
+
+def language_choice() -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text="中文", callback_data=LangCb(locale="zh_CN"))
+    kb.button(text="English", callback_data=LangCb(locale="en"))
+    kb.adjust(2)
+    return kb.as_markup()
