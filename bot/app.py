@@ -21,6 +21,7 @@ from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats
 from aiogram.utils.i18n import I18n
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot import telegram_client
 from bot.middlewares import (
     DbSessionMiddleware,
     OperatorLocaleMiddleware,
@@ -42,7 +43,9 @@ def create_bot(settings: Settings, token: str | None = None) -> Bot:
     if not secret:
         raise ValueError("BOT_TOKEN is not set")
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
-    return Bot(token=secret, session=session, default=DefaultBotProperties(parse_mode=None))
+    bot = Bot(token=secret, session=session, default=DefaultBotProperties(parse_mode=None))
+    telegram_client.install(bot)
+    return bot
 
 
 def create_storage(settings: Settings) -> BaseStorage:

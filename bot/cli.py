@@ -145,6 +145,30 @@ async def cmd_agent(args: argparse.Namespace, settings: Settings) -> None:
         await engine.dispose()
 
 
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
+    if not settings.bot_token:
+        raise UserError("BOT_TOKEN is not set (use `reprint-bot demo` to try the bot without one)")
+    from bot.runner import run_polling
+
+    await run_polling(settings)
+
+
+async def cmd_webhook(args: argparse.Namespace, settings: Settings) -> None:
+    if not settings.bot_token:
+        raise UserError("BOT_TOKEN is not set")
+    if not settings.webhook_url or not settings.webhook_secret:
+        raise UserError("WEBHOOK_URL and WEBHOOK_SECRET must be set for webhook mode")
+    from bot.runner import run_webhook
+
+    await run_webhook(settings)
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from bot.demo import run_demo
+
+    await run_demo(settings)
+
+
 # --- parser ----------------------------------------------------------------------------------
 
 Verb = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, None]]
@@ -217,6 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     a_verbs.add_parser("list", help="list agents")
     agent.set_defaults(func=cmd_agent)
 
+    verbs.add_parser("run", help="run the bot (long polling; needs BOT_TOKEN)").set_defaults(
+        func=cmd_run
+    )
+    verbs.add_parser("webhook", help="serve Telegram webhooks (BOT_TOKEN, WEBHOOK_*)").set_defaults(
+        func=cmd_webhook
+    )
+    verbs.add_parser("demo", help="chat with the bot in this terminal, no token").set_defaults(
+        func=cmd_demo
+    )
     return parser
 
 

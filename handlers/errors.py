@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
-from aiogram import Router
+from aiogram import Bot, Router
 from aiogram.types import ErrorEvent
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
@@ -40,11 +41,19 @@ async def on_error(event: ErrorEvent, **data: Any) -> None:
     else:
         text = _apology()
     update = event.update
+    chat_id: int | None = None
+    if update.message is not None:
+        chat_id = update.message.chat.id
+    elif update.callback_query is not None:
+        query = update.callback_query
+        with contextlib.suppress(Exception):  # it may have been answered already
+            await query.answer()
+        chat_id = query.message.chat.id if query.message is not None else query.from_user.id
+    if chat_id is None:
+        return
     try:
-        if update.callback_query is not None:
-            await update.callback_query.answer(text, show_alert=True)
-        elif update.message is not None:
-            await update.message.answer(text)
+        bot: Bot = data["bot"]
+        await bot.send_message(chat_id, text)
     except Exception:  # the apology itself failed (network); nothing more to do
         log.exception("could not tell the user about the failure")
 

@@ -15,9 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from core import migrations
 from core.db import create_engine, create_session_maker
 
-# A copy of ../shared/samples/transactions.csv, so the tests don't depend on the checkout's
-# surroundings.
-SAMPLE_LEDGER = Path(__file__).resolve().parent / "data" / "transactions.csv"
+# A copy of ../shared/samples/transactions.csv (it ships with the demo), so the tests
+# don't depend on the checkout's surroundings.
+SAMPLE_LEDGER = (
+    Path(__file__).resolve().parent.parent / "bot" / "sandbox" / "data" / "transactions.csv"
+)
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
