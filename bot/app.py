@@ -27,8 +27,10 @@ from bot.middlewares import (
     OperatorLocaleMiddleware,
     OperatorMiddleware,
     ThrottlingMiddleware,
+    WizardIdleMiddleware,
     build_i18n,
 )
+from core.clock import Clock, SystemClock
 from core.db import create_engine, create_session_maker
 from core.settings import Settings
 from handlers import get_routers
@@ -62,14 +64,22 @@ def create_dispatcher(
     session_maker: async_sessionmaker[AsyncSession],
     i18n: I18n,
     storage: BaseStorage | None = None,
+    clock: Clock | None = None,
     **services: Any,
 ) -> Dispatcher:
     """The Dispatcher with every middleware and router; `services` become handler arguments."""
-    dp = Dispatcher(storage=storage or MemoryStorage(), settings=settings, i18n=i18n, **services)
+    clock = clock or SystemClock()
+    dp = Dispatcher(
+        storage=storage or MemoryStorage(), settings=settings, i18n=i18n, clock=clock, **services
+    )
     dp.update.outer_middleware(ThrottlingMiddleware(settings.throttle_per_second))
     dp.update.outer_middleware(DbSessionMiddleware(session_maker))
     dp.update.outer_middleware(OperatorMiddleware())
     dp.update.outer_middleware(OperatorLocaleMiddleware(i18n))
+    idle = WizardIdleMiddleware(i18n, settings.wizard_idle_minutes * 60, clock)
+    dp.message.outer_middleware(idle)
+    dp.callback_query.outer_middleware(idle)
+    dp.shutdown.register(idle.close)
     dp.include_routers(*get_routers(settings))
     return dp
 
@@ -109,12 +119,14 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    async def create(cls, settings: Settings, *, token: str | None = None) -> Runtime:
+    async def create(
+        cls, settings: Settings, *, token: str | None = None, clock: Clock | None = None
+    ) -> Runtime:
         engine = create_engine(settings.effective_database_url)
         maker = create_session_maker(engine)
         i18n = build_i18n(str(LOCALES_DIR), settings.default_locale)
         bot = create_bot(settings, token)
-        dp = create_dispatcher(settings, maker, i18n, create_storage(settings))
+        dp = create_dispatcher(settings, maker, i18n, create_storage(settings), clock=clock)
         return cls(settings, engine, maker, i18n, bot, dp)
 
     async def close(self) -> None:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiogram import BaseMiddleware
+from aiogram import BaseMiddleware, Bot
 from aiogram.fsm.context import FSMContext
+from aiogram.fsm.storage.base import StorageKey
 from aiogram.types import CallbackQuery, Message, TelegramObject, Update, User
 from aiogram.utils.i18n import I18n, I18nMiddleware
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.binding import find_operator
+from core.clock import Clock
+from core.db import AfterCommit
 from core.locales import LOCALES, locale_for
 from core.models import Operator, ProcessedUpdate
 
@@ -43,12 +47,15 @@ class DbSessionMiddleware(BaseMiddleware):
                 log.info("update %s already processed; skipped", event.update_id)
                 return None
             data["session"] = session
+            after_commit = AfterCommit()
+            data["after_commit"] = after_commit
             try:
                 result = await handler(event, data)
             except BaseException:
                 await session.rollback()
                 raise
             await session.commit()
+            await after_commit.run()
             return result
 
 
@@ -121,3 +128,90 @@ def is_private(event: TelegramObject) -> bool:
     if isinstance(event, CallbackQuery) and event.message is not None:
         return event.message.chat.type == "private"
     return False
+
+
+WIZARD_PREFIXES = ("Reprint:", "Bulk:")
+
+
+class WizardIdleMiddleware(BaseMiddleware):
+    """A wizard left idle expires: nothing half-made is submitted, and the user is told.
+
+    Checked lazily on the next event (so it holds across restarts with a persistent FSM
+    storage) and proactively by a timer per chat while the process runs.
+    """
+
+    def __init__(self, i18n: I18n, idle_seconds: float, clock: Clock) -> None:
+        self.i18n = i18n
+        self.idle_seconds = idle_seconds
+        self.clock = clock
+        self._timers: dict[StorageKey, asyncio.Task[None]] = {}
+
+    def _now(self) -> float:
+        return self.clock.now().timestamp()
+
+    def _expired_text(self) -> str:
+        return self.i18n.gettext(
+            "Your reprint request was left idle and has expired; nothing was submitted. "
+            "Send /reprint to start again."
+        )
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        state: FSMContext | None = data.get("state")
+        if state is None:
+            return await handler(event, data)
+        current = await state.get_state()
+        if current and current.startswith(WIZARD_PREFIXES):
+            touched = (await state.get_data()).get("touched")
+            if touched is not None and self._now() - float(touched) > self.idle_seconds:
+                await state.clear()
+                if isinstance(event, CallbackQuery):
+                    await event.answer()
+                bot: Bot = data["bot"]
+                user: User | None = data.get("event_from_user")
+                if user is not None:
+                    await bot.send_message(state.key.chat_id, self._expired_text())
+                is_command = isinstance(event, Message) and (event.text or "").startswith("/")
+                if not is_command:
+                    return None
+            else:
+                # Touched before the handler runs, so the handler's own save keeps it.
+                await state.update_data(touched=self._now())
+        result = await handler(event, data)
+        current = await state.get_state()
+        if current and current.startswith(WIZARD_PREFIXES):
+            touched = (await state.get_data()).get("touched")
+            self._arm(data["bot"], state, float(touched or self._now()))
+        return result
+
+    def _arm(self, bot: Bot, state: FSMContext, touched: float) -> None:
+        old = self._timers.pop(state.key, None)
+        if old is not None:
+            old.cancel()
+        task = asyncio.create_task(self._expire_later(bot, state, touched))
+        self._timers[state.key] = task
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for key, armed in list(self._timers.items()):
+            if armed is task:
+                del self._timers[key]
+
+    async def _expire_later(self, bot: Bot, state: FSMContext, touched: float) -> None:
+        await asyncio.sleep(self.idle_seconds + 0.05)
+        data = await state.get_data()
+        current = await state.get_state()
+        if not (current and current.startswith(WIZARD_PREFIXES)) or data.get("touched") != touched:
+            return
+        await state.clear()
+        locale = str(data.get("locale") or self.i18n.default_locale)
+        with self.i18n.context(), self.i18n.use_locale(locale):
+            text = self._expired_text()
+        try:
+            await bot.send_message(state.key.chat_id, text)
+        except Exception:  # the user blocked the bot, network down: the state is cleared anyway
+            log.warning("could not tell chat %s its wizard expired", state.key.chat_id)
+
+    async def close(self) -> None:
+        for task in list(self._timers.values()):
+            task.cancel()
+        self._timers.clear()

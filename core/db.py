@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -54,3 +54,22 @@ async def unit_of_work(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator
         except BaseException:
             await session.rollback()
             raise
+
+
+class AfterCommit:
+    """Work that must only happen once the update's transaction is committed.
+
+    A confirmation such as "request RP-… submitted" is sent from here, so the user is never
+    told about something that was then rolled back.
+    """
+
+    def __init__(self) -> None:
+        self._actions: list[Callable[[], Awaitable[Any]]] = []
+
+    def add(self, action: Callable[[], Awaitable[Any]]) -> None:
+        self._actions.append(action)
+
+    async def run(self) -> None:
+        actions, self._actions = self._actions, []
+        for action in actions:
+            await action()

@@ -144,9 +144,9 @@ class ActorType(enum.StrEnum):
     ADMIN = "admin"
 
 
-class PrintJobState(enum.StrEnum):
+class DeliveryState(enum.StrEnum):
     PENDING = "pending"
-    PRINTING = "printing"
+    WORKING = "working"
     DONE = "done"
     FAILED = "failed"
 
@@ -334,21 +334,33 @@ class RequestEvent(Base):
     __table_args__ = (Index(None, "request_id"),)
 
 
-class PrintJob(Base):
-    """Outbox row for a slip to print on a terminal's printer (at most once per request)."""
+class DeliveryKind(enum.StrEnum):
+    PRINT = "print"  # ESC/POS on the terminal's bound printer
+    PDF = "pdf"  # the slip as a PDF in the operator's chat
+    TEST_PRINT = "test_print"  # a printer check slip
 
-    __tablename__ = "print_jobs"
+
+class DeliveryJob(Base):
+    """Outbox row: one delivery of a slip, done by the delivery worker after commit.
+
+    `dedupe_key` makes a job unique per request, kind and round (a person asking for
+    another print starts a new round), so a slip is printed at most once per round.
+    """
+
+    __tablename__ = "delivery_jobs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     request_id: Mapped[int | None] = mapped_column(
         ForeignKey("reprint_requests.id", ondelete="CASCADE")
     )
-    terminal_id: Mapped[int] = mapped_column(ForeignKey("terminals.id", ondelete="CASCADE"))
-    purpose: Mapped[str] = mapped_column(String(16), default="reprint", server_default="reprint")
-    attempt_key: Mapped[str] = mapped_column(String(64), unique=True)
-    state: Mapped[PrintJobState] = mapped_column(_enum(PrintJobState))
+    terminal_id: Mapped[int | None] = mapped_column(ForeignKey("terminals.id", ondelete="CASCADE"))
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[DeliveryKind] = mapped_column(_enum(DeliveryKind))
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[DeliveryState] = mapped_column(_enum(DeliveryState))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    lease_until: Mapped[datetime | None]
     last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     finished_at: Mapped[datetime | None]
@@ -379,3 +391,45 @@ class ProcessedUpdate(Base):
     at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (Index(None, "at"),)
+
+
+class RequestDocument(Base):
+    """A supporting document (photo or PDF) the operator uploaded for a request."""
+
+    __tablename__ = "request_documents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("reprint_requests.id", ondelete="CASCADE"))
+    telegram_file_id: Mapped[str] = mapped_column(String(255))
+    file_name: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    mime_type: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    file_size: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    uploaded_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (Index(None, "request_id"),)
+
+
+class HandoffState(enum.StrEnum):
+    WAITING = "waiting"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Handoff(Base):
+    """A merchant's request for a person (转人工), with where the conversation stood."""
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"))
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"))
+    request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("reprint_requests.id", ondelete="SET NULL")
+    )
+    state: Mapped[HandoffState] = mapped_column(_enum(HandoffState))
+    reason: Mapped[str] = mapped_column(String(32))
+    context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    closed_at: Mapped[datetime | None]
+
+    __table_args__ = (Index(None, "operator_id", "state"), Index(None, "state", "created_at"))

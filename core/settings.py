@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     binding_code_ttl_hours: int = Field(default=72, ge=1)
     binding_max_attempts: int = Field(default=5, ge=1)
     binding_lock_minutes: int = Field(default=30, ge=1)
-    wizard_idle_minutes: int = Field(default=15, ge=1)
+    wizard_idle_minutes: float = Field(default=15, gt=0)
     amount_max_mismatches: int = Field(default=3, ge=1)
     throttle_per_second: float = Field(default=3.0, gt=0)
     timezone: str = "Asia/Shanghai"

@@ -9,6 +9,12 @@ from core.settings import Settings
 
 def get_routers(settings: Settings) -> list[Router]:
     """Routers in the order they are tried; the errors router catches what they raise."""
-    from handlers import errors, start
+    from handlers import errors, human, reprint, start, status
 
-    return [errors.create_router(), start.create_router()]
+    return [
+        errors.create_router(),
+        human.create_router(),
+        reprint.create_router(),
+        status.create_router(),
+        start.create_router(),  # last: its catch-all answers what nothing else took
+    ]

@@ -13,3 +13,16 @@ class MenuCb(CallbackData, prefix="menu"):
 
 class LangCb(CallbackData, prefix="lang"):
     locale: str
+
+
+class WizCb(CallbackData, prefix="wz"):
+    """A wizard button. `wid` ties it to one wizard run, so stale buttons do nothing."""
+
+    wid: str
+    action: str
+    value: str = ""
+
+
+class StatusCb(CallbackData, prefix="st"):
+    action: str  # page | show
+    value: int = 0

@@ -1,4 +1,4 @@
-"""Keyboard factories: the one place buttons are built."""
+"""Keyboard factories: the one place shared buttons are built."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from handlers.callbacks import LangCb, MenuCb
 
 def main_menu() -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
+    kb.button(text=_("Reprint a slip (补打)"), callback_data=MenuCb(action="reprint"))
+    kb.button(text=_("My requests"), callback_data=MenuCb(action="status"))
+    kb.button(text=_("Talk to a person (转人工)"), callback_data=MenuCb(action="human"))
     kb.button(text=_("Help"), callback_data=MenuCb(action="help"))
     kb.button(text=_("Language / 语言"), callback_data=MenuCb(action="lang"))
-    kb.adjust(2)
+    kb.adjust(1, 2, 2)
     return kb.as_markup()
 
 

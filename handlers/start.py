@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import binding
 from core.binding import BindOutcome
+from core.clock import Clock
 from core.models import Merchant, Operator
 from core.settings import Settings
 from handlers.callbacks import LangCb, MenuCb
@@ -35,7 +36,12 @@ def _ask_for_code() -> str:
 
 
 async def _redeem(
-    message: Message, code: str, session: AsyncSession, settings: Settings, i18n: I18n
+    message: Message,
+    code: str,
+    session: AsyncSession,
+    settings: Settings,
+    i18n: I18n,
+    clock: Clock,
 ) -> None:
     user = message.from_user
     assert user is not None
@@ -48,6 +54,7 @@ async def _redeem(
         language=i18n.current_locale,
         max_attempts=settings.binding_max_attempts,
         lock_for=timedelta(minutes=settings.binding_lock_minutes),
+        now=clock.now(),
     )
     match result.outcome:
         case BindOutcome.BOUND | BindOutcome.ALREADY_BOUND:
@@ -80,7 +87,7 @@ async def _redeem(
             )
         case BindOutcome.LOCKED:
             assert result.locked_until is not None
-            minutes = max(1, int(result.locked_until.timestamp() - message.date.timestamp()) // 60)
+            minutes = max(1, int((result.locked_until - clock.now()).total_seconds()) // 60)
             await message.answer(
                 _(
                     "Too many wrong codes. Binding is locked; try again in {minutes} minutes."
@@ -117,6 +124,7 @@ async def start(
     session: AsyncSession,
     settings: Settings,
     i18n: I18n,
+    clock: Clock,
 ) -> None:
     if operator is not None:
         merchant = await session.get(Merchant, operator.merchant_id)
@@ -126,7 +134,7 @@ async def start(
         )
         return
     if command.args and binding.looks_like_code(command.args):
-        await _redeem(message, command.args, session, settings, i18n)
+        await _redeem(message, command.args, session, settings, i18n, clock)
         return
     await message.answer(_ask_for_code(), reply_markup=language_choice())
 
@@ -181,6 +189,7 @@ async def any_text(
     session: AsyncSession,
     settings: Settings,
     i18n: I18n,
+    clock: Clock,
 ) -> None:
     """Anything an unbound user types: a binding code attempt, or a reminder to send one."""
     text = message.text or ""
@@ -191,7 +200,7 @@ async def any_text(
         )
         return
     if binding.looks_like_code(text):
-        await _redeem(message, text, session, settings, i18n)
+        await _redeem(message, text, session, settings, i18n, clock)
     else:
         await message.answer(_ask_for_code())
 

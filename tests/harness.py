@@ -6,19 +6,22 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot.app import Runtime, register_commands
 from bot.sandbox.telegram import PrivateChat, TelegramStandIn
 from core import enrolment, migrations
+from core.clock import FixedClock
 from core.db import create_engine, unit_of_work
 from core.ledger import import_ledger
 from core.settings import Settings, load_settings
 from tests.conftest import SAMPLE_LEDGER
 
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 MERCHANT_NO = "898526018159083"  # 武汉江汉区便民药房 in the sample ledger
 OTHER_MERCHANT_NO = "898305652941307"  # 上海静安区小杨生煎店
 
@@ -50,9 +53,11 @@ async def _seeded_template() -> Path:
 class BotHarness:
     """Starts the stand-in, a migrated database with the sample ledger, and the bot."""
 
-    def __init__(self, tmp_path: Path, **settings: Any) -> None:
+    def __init__(self, tmp_path: Path, *, clock: FixedClock | None = None, **settings: Any) -> None:
         self.tmp_path = tmp_path
         self.overrides = settings
+        # Two days after the sample ledger's last transaction, in Shanghai.
+        self.clock = clock or FixedClock(datetime(2026, 9, 25, 10, 0, tzinfo=SHANGHAI))
         self.standin = TelegramStandIn(rate_limits=None)
         self._task: asyncio.Task[None] | None = None
 
@@ -73,7 +78,7 @@ class BotHarness:
             await _migrate_and_seed(self.settings.effective_database_url)
         else:
             shutil.copyfile(await _seeded_template(), self.tmp_path / "bot.db")
-        self.runtime = await Runtime.create(self.settings)
+        self.runtime = await Runtime.create(self.settings, clock=self.clock)
         await register_commands(self.runtime.bot, self.runtime.i18n)
         await self.start_polling()
         return self
@@ -104,7 +109,9 @@ class BotHarness:
 
     async def invite(self, merchant_no: str = MERCHANT_NO, ttl: timedelta | None = None) -> str:
         async with unit_of_work(self.runtime.session_maker) as session:
-            invite = await enrolment.invite(session, merchant_no, ttl or timedelta(hours=1))
+            invite = await enrolment.invite(
+                session, merchant_no, ttl or timedelta(hours=1), now=self.clock.now()
+            )
         return invite.code
 
     async def bound_chat(

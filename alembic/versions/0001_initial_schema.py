@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 22:29:42.525205
+Create Date: 2026-11-25 22:36:31.343507
 """
 
 from collections.abc import Sequence
@@ -378,20 +378,27 @@ def upgrade() -> None:
         )
 
     op.create_table(
-        "print_jobs",
+        "delivery_jobs",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("request_id", sa.Integer(), nullable=True),
-        sa.Column("terminal_id", sa.Integer(), nullable=False),
-        sa.Column("purpose", sa.String(length=16), server_default="reprint", nullable=False),
-        sa.Column("attempt_key", sa.String(length=64), nullable=False),
+        sa.Column("terminal_id", sa.Integer(), nullable=True),
+        sa.Column("chat_id", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "kind",
+            sa.Enum(
+                "print", "pdf", "test_print", name="deliverykind", native_enum=False, length=24
+            ),
+            nullable=False,
+        ),
+        sa.Column("dedupe_key", sa.String(length=64), nullable=False),
         sa.Column(
             "state",
             sa.Enum(
                 "pending",
-                "printing",
+                "working",
                 "done",
                 "failed",
-                name="printjobstate",
+                name="deliverystate",
                 native_enum=False,
                 length=24,
             ),
@@ -404,6 +411,7 @@ def upgrade() -> None:
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
+        sa.Column("lease_until", core.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.Text(), server_default="", nullable=False),
         sa.Column(
             "created_at",
@@ -415,23 +423,98 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["request_id"],
             ["reprint_requests.id"],
-            name=op.f("fk_print_jobs_request_id_reprint_requests"),
+            name=op.f("fk_delivery_jobs_request_id_reprint_requests"),
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
             ["terminal_id"],
             ["terminals.id"],
-            name=op.f("fk_print_jobs_terminal_id_terminals"),
+            name=op.f("fk_delivery_jobs_terminal_id_terminals"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_print_jobs")),
-        sa.UniqueConstraint("attempt_key", name=op.f("uq_print_jobs_attempt_key")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_delivery_jobs")),
+        sa.UniqueConstraint("dedupe_key", name=op.f("uq_delivery_jobs_dedupe_key")),
     )
-    with op.batch_alter_table("print_jobs", schema=None) as batch_op:
+    with op.batch_alter_table("delivery_jobs", schema=None) as batch_op:
         batch_op.create_index(
-            batch_op.f("ix_print_jobs_state_next_attempt_at"),
+            batch_op.f("ix_delivery_jobs_state_next_attempt_at"),
             ["state", "next_attempt_at"],
             unique=False,
+        )
+
+    op.create_table(
+        "handoffs",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("merchant_id", sa.Integer(), nullable=False),
+        sa.Column("operator_id", sa.Integer(), nullable=False),
+        sa.Column("request_id", sa.Integer(), nullable=True),
+        sa.Column(
+            "state",
+            sa.Enum("waiting", "open", "closed", name="handoffstate", native_enum=False, length=24),
+            nullable=False,
+        ),
+        sa.Column("reason", sa.String(length=32), nullable=False),
+        sa.Column("context", sa.JSON(), nullable=False),
+        sa.Column(
+            "created_at",
+            core.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column("closed_at", core.models.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"],
+            ["merchants.id"],
+            name=op.f("fk_handoffs_merchant_id_merchants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["operator_id"],
+            ["operators.id"],
+            name=op.f("fk_handoffs_operator_id_operators"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["reprint_requests.id"],
+            name=op.f("fk_handoffs_request_id_reprint_requests"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_handoffs")),
+    )
+    with op.batch_alter_table("handoffs", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_handoffs_operator_id_state"), ["operator_id", "state"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_handoffs_state_created_at"), ["state", "created_at"], unique=False
+        )
+
+    op.create_table(
+        "request_documents",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("request_id", sa.Integer(), nullable=False),
+        sa.Column("telegram_file_id", sa.String(length=255), nullable=False),
+        sa.Column("file_name", sa.String(length=255), server_default="", nullable=False),
+        sa.Column("mime_type", sa.String(length=100), server_default="", nullable=False),
+        sa.Column("file_size", sa.Integer(), server_default="0", nullable=False),
+        sa.Column(
+            "uploaded_at",
+            core.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["reprint_requests.id"],
+            name=op.f("fk_request_documents_request_id_reprint_requests"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_request_documents")),
+    )
+    with op.batch_alter_table("request_documents", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_request_documents_request_id"), ["request_id"], unique=False
         )
 
     op.create_table(
@@ -521,10 +604,19 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_request_events_request_id"))
 
     op.drop_table("request_events")
-    with op.batch_alter_table("print_jobs", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_print_jobs_state_next_attempt_at"))
+    with op.batch_alter_table("request_documents", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_request_documents_request_id"))
 
-    op.drop_table("print_jobs")
+    op.drop_table("request_documents")
+    with op.batch_alter_table("handoffs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_handoffs_state_created_at"))
+        batch_op.drop_index(batch_op.f("ix_handoffs_operator_id_state"))
+
+    op.drop_table("handoffs")
+    with op.batch_alter_table("delivery_jobs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_delivery_jobs_state_next_attempt_at"))
+
+    op.drop_table("delivery_jobs")
     with op.batch_alter_table("reprint_requests", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_reprint_requests_transaction_id"))
         batch_op.drop_index(batch_op.f("ix_reprint_requests_state_updated_at"))
