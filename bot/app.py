@@ -6,6 +6,7 @@ long-lived services to handlers through the Dispatcher's workflow data.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from aiogram.utils.i18n import I18n
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import telegram_client
+from bot.delivery import TelegramSender
 from bot.middlewares import (
     DbSessionMiddleware,
     OperatorLocaleMiddleware,
@@ -32,6 +34,7 @@ from bot.middlewares import (
 )
 from core.clock import Clock, SystemClock
 from core.db import create_engine, create_session_maker
+from core.delivery import DeliveryConfig, DeliveryWorker
 from core.settings import Settings
 from handlers import get_routers
 
@@ -108,7 +111,7 @@ async def register_commands(bot: Bot, i18n: I18n) -> None:
 
 @dataclass
 class Runtime:
-    """Everything one bot process holds; closed in reverse order by `close()`."""
+    """Everything one bot process holds: built once, workers started once, closed in reverse."""
 
     settings: Settings
     engine: AsyncEngine
@@ -116,20 +119,54 @@ class Runtime:
     i18n: I18n
     bot: Bot
     dispatcher: Dispatcher
-    extras: dict[str, Any] = field(default_factory=dict)
+    clock: Clock
+    delivery: DeliveryWorker
+    delivery_wake: asyncio.Event
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     async def create(
         cls, settings: Settings, *, token: str | None = None, clock: Clock | None = None
     ) -> Runtime:
+        clock = clock or SystemClock()
         engine = create_engine(settings.effective_database_url)
         maker = create_session_maker(engine)
         i18n = build_i18n(str(LOCALES_DIR), settings.default_locale)
         bot = create_bot(settings, token)
-        dp = create_dispatcher(settings, maker, i18n, create_storage(settings), clock=clock)
-        return cls(settings, engine, maker, i18n, bot, dp)
+        delivery_wake = asyncio.Event()
+        delivery = DeliveryWorker(
+            maker, TelegramSender(bot, i18n), DeliveryConfig.from_settings(settings), clock=clock
+        )
+        dp = create_dispatcher(
+            settings,
+            maker,
+            i18n,
+            create_storage(settings),
+            clock=clock,
+            delivery_wake=delivery_wake,
+        )
+        return cls(settings, engine, maker, i18n, bot, dp, clock, delivery, delivery_wake)
+
+    def start_workers(self) -> None:
+        """Background work of this process: the delivery outbox (prints and PDFs)."""
+        self._tasks.append(
+            asyncio.create_task(self.delivery.run(self._stop, self.delivery_wake), name="delivery")
+        )
+
+    async def stop_workers(self) -> None:
+        """Let jobs under way finish, then stop."""
+        self._stop.set()
+        self.delivery_wake.set()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, 30)
+            except TimeoutError:
+                log.warning("worker %s did not stop in time", task.get_name())
+        self._tasks.clear()
 
     async def close(self) -> None:
+        await self.stop_workers()
         await self.dispatcher.storage.close()
         await self.bot.session.close()
         await self.engine.dispose()

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -17,8 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import enrolment, ledger, migrations
 from core.db import create_engine, create_session_maker, unit_of_work
+from core.delivery import NoPrinterBound, print_test_page
 from core.models import OperatorRole
+from core.printing.transport import PrinterError, PrinterUriError
+from core.receipts.slip import local_time
 from core.settings import Settings, load_settings
+from core.verify import normalise_verify_code, verify
 
 
 class UserError(Exception):
@@ -112,6 +117,9 @@ async def cmd_merchant(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def cmd_terminal(args: argparse.Namespace, settings: Settings) -> None:
+    if args.action == "test-print":
+        await _test_print(args.terminal_no, settings)
+        return
     engine = await _checked_engine(settings)
     maker = create_session_maker(engine)
     try:
@@ -125,6 +133,58 @@ async def cmd_terminal(args: argparse.Namespace, settings: Settings) -> None:
                     print(f"{t.terminal_no}\t{t.merchant.merchant_no}\t{printer}")
     finally:
         await engine.dispose()
+
+
+async def _test_print(terminal_no: str, settings: Settings) -> None:
+    """Print the check slip on the terminal's printer now, and say how the printer is."""
+    engine = await _checked_engine(settings)
+    try:
+        async with create_session_maker(engine)() as session:
+            terminal = await enrolment.get_terminal(session, terminal_no)
+            uri, paper = terminal.printer_uri, terminal.paper_mm
+    finally:
+        await engine.dispose()
+    if not uri:
+        raise UserError(
+            f"terminal {terminal_no} has no printer: bind one with `reprint-bot terminal "
+            "bind-printer`"
+        )
+    now = local_time(datetime.now(UTC), settings.timezone)
+    try:
+        status = await asyncio.to_thread(print_test_page, terminal_no, uri, paper, now)
+    except (PrinterError, PrinterUriError, NoPrinterBound) as exc:
+        raise UserError(f"test print on terminal {terminal_no} ({uri}) failed: {exc}") from None
+    zh, en = status.describe()
+    print(f"test page printed on terminal {terminal_no} ({uri}, {paper} mm): {en} ({zh})")
+
+
+async def cmd_verify(args: argparse.Namespace, settings: Settings) -> None:
+    code = normalise_verify_code(args.code)
+    if code is None:
+        raise UserError(f"{args.code!r} is not a verification code (8 letters/digits: K7Q3-9XMD)")
+    engine = await _checked_engine(settings)
+    try:
+        async with create_session_maker(engine)() as session:
+            result = await verify(session, code)
+    finally:
+        await engine.dispose()
+    if result is None:
+        raise UserError(f"no reprinted slip has verification code {code}: not genuine")
+    rows = [
+        ("genuine", f"request {result.request_ref}, reprint no. {result.reprint_no}"),
+        ("state", result.state.value),
+        ("merchant", f"{result.merchant_name} ({result.merchant_no})"),
+        ("terminal", result.terminal_no),
+        ("card", result.card_masked or f"- ({result.channel.value})"),
+        ("type", result.txn_type.value),
+        ("status", result.txn_status.value),
+        ("time", result.txn_time.strftime("%Y-%m-%d %H:%M:%S")),
+        ("amount", result.amount_text),
+        ("voucher no", result.voucher_no),
+        ("reference no", result.reference_no),
+    ]
+    for label, value in rows:
+        print(f"{label}: {value}")
 
 
 async def cmd_agent(args: argparse.Namespace, settings: Settings) -> None:
@@ -229,7 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     bind.add_argument("uri", help="tcp://host:9100, usb://VID:PID, serial:///dev/X, file:///path")
     bind.add_argument("--paper", type=int, choices=(58, 80), default=58)
     t_verbs.add_parser("list", help="list terminals and printers")
+    test = t_verbs.add_parser("test-print", help="print a check slip on the terminal's printer")
+    test.add_argument("terminal_no")
     terminal.set_defaults(func=cmd_terminal)
+
+    check = verbs.add_parser("verify", help="check a reprinted slip's verification code")
+    check.add_argument("code", help="the code printed under 验证码(VERIFY), e.g. K7Q3-9XMD")
+    check.set_defaults(func=cmd_verify)
 
     agent = verbs.add_parser("agent", help="support agents")
     a_verbs = agent.add_subparsers(dest="action", required=True)

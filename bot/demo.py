@@ -132,6 +132,7 @@ async def run_demo(
         code = await seed(settings)
         runtime = await Runtime.create(settings, token=DEMO_TOKEN)
         await register_commands(runtime.bot, runtime.i18n)
+        runtime.start_workers()
         polling = asyncio.create_task(
             runtime.dispatcher.start_polling(
                 runtime.bot, handle_signals=False, close_bot_session=False

@@ -21,6 +21,7 @@ async def prepare(settings: Settings, *, token: str | None = None) -> Runtime:
     await migrations.upgrade_async(settings.effective_database_url)
     runtime = await Runtime.create(settings, token=token)
     await register_commands(runtime.bot, runtime.i18n)
+    runtime.start_workers()
     return runtime
 
 

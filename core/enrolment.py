@@ -57,6 +57,13 @@ async def get_merchant(session: AsyncSession, merchant_no: str) -> Merchant:
     return merchant
 
 
+async def get_terminal(session: AsyncSession, terminal_no: str) -> Terminal:
+    terminal = await session.scalar(select(Terminal).where(Terminal.terminal_no == terminal_no))
+    if terminal is None:
+        raise EnrolmentError(f"unknown terminal {terminal_no}")
+    return terminal
+
+
 async def add_merchant(session: AsyncSession, merchant_no: str, name: str) -> Merchant:
     if not re.fullmatch(r"\d{15}", merchant_no):
         raise EnrolmentError(f"merchant no must be 15 digits, got {merchant_no!r}")

@@ -9,10 +9,11 @@ from core.settings import Settings
 
 def get_routers(settings: Settings) -> list[Router]:
     """Routers in the order they are tried; the errors router catches what they raise."""
-    from handlers import errors, human, reprint, start, status
+    from handlers import errors, human, reprint, start, status, verify
 
     return [
         errors.create_router(),
+        verify.create_router(),
         human.create_router(),
         reprint.create_router(),
         status.create_router(),

@@ -9,14 +9,21 @@ of one already submitted, do nothing harmful.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
-from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.types import (
+    BufferedInputFile,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+)
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,9 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import lookup
 from core.clock import Clock, local_now
 from core.db import AfterCommit
+from core.delivery import enqueue_delivery
 from core.display import TxnView
-from core.models import CopyChoice, Delivery, Operator, Terminal, Transaction
+from core.models import CopyChoice, Delivery, Merchant, Operator, Terminal, Transaction
 from core.money import AmountError, parse_amount
+from core.receipts import detail
 from core.requests import AmountNotConfirmed, Submission, find_by_key, idempotency_key, submit
 from core.review import Verdict, documents_required
 from core.settings import Settings
@@ -37,7 +46,8 @@ from handlers.keyboards import main_menu
 from handlers.states import Reprint
 
 PAGE_SIZE = 5
-METHODS = ("last", "voucher", "reference", "day", "card", "browse")
+METHODS = ("last", "voucher", "reference", "day", "card", "browse", "detail", "totals")
+LIST_METHODS = ("detail", "totals")
 DOC_MIMES = ("application/pdf", "image/jpeg", "image/png")
 
 
@@ -55,7 +65,9 @@ class Wizard:
         settings: Settings,
         clock: Clock,
         after_commit: AfterCommit,
+        delivery_wake: asyncio.Event,
     ) -> None:
+        self.delivery_wake = delivery_wake
         self.after_commit = after_commit
         self.clock = clock
         self.bot = bot
@@ -121,6 +133,8 @@ class Wizard:
             "day": _("By date + amount"),
             "card": _("By card last four"),
             "browse": _("Browse recent"),
+            "detail": _("Transaction detail list (明细)"),
+            "totals": _("Day totals (汇总)"),
         }
         for method in METHODS:
             kb.button(text=labels[method], callback_data=self.cb("method", method))
@@ -220,6 +234,64 @@ class Wizard:
             + "\n\n"
             + _("To confirm, type the amount of this transaction as on the slip (e.g. 128.00)."),
             self.nav(InlineKeyboardBuilder()),
+        )
+
+    async def _show_period(self) -> None:
+        kb = InlineKeyboardBuilder()
+        kb.button(text=_("Today"), callback_data=self.cb("period", "0"))
+        kb.button(text=_("Yesterday"), callback_data=self.cb("period", "1"))
+        if self.data.get("method") == "detail":
+            kb.button(text=_("Last 7 days"), callback_data=self.cb("period", "7"))
+            prompt = _(
+                "Which period? Choose, or type a date (2026-09-09) or two dates for a range "
+                "(2026-09-01 2026-09-10)."
+            )
+        else:
+            prompt = _("Which day? Choose, or type a date like 2026-09-09.")
+        kb.adjust(3)
+        await self.say(prompt, self.nav(kb))
+
+    async def send_list(self, first: date, last: date) -> None:
+        """The terminal's detail list or totals for [first, last] as a PDF, plus a preview."""
+        terminal = await self.session.get(Terminal, int(self.data["terminal_id"]))
+        merchant = await self.session.get(Merchant, self.operator.merchant_id)
+        if terminal is None or merchant is None or terminal.merchant_id != merchant.id:
+            await self.found([])
+            return
+        if (last - first).days > 31:
+            await self.say(_("Choose at most 31 days at a time."))
+            return
+        start = datetime.combine(first, time.min)
+        end = datetime.combine(last + timedelta(days=1), time.min)
+        txns = await lookup.in_range(self.session, merchant.id, terminal.id, start, end)
+        report = detail.ListReport(
+            merchant.name,
+            merchant.merchant_no,
+            terminal.terminal_no,
+            start,
+            end,
+            tuple(txns),
+            local_now(self.clock, self.settings.timezone),
+        )
+        method = str(self.data.get("method"))
+        if method == "detail":
+            lines = detail.detail_lines(report, 48)
+            name = f"detail-{terminal.terminal_no}-{first:%Y%m%d}-{last:%Y%m%d}.pdf"
+        else:
+            lines = detail.totals_lines(report, 48)
+            name = f"totals-{terminal.terminal_no}-{first:%Y%m%d}.pdf"
+        pdf = await asyncio.to_thread(detail.render_lines_pdf, lines, name)
+        await self.state.clear()
+        caption = _("{count} transactions on terminal {no}, {first} to {last}.").format(
+            count=len(txns), no=terminal.terminal_no, first=first, last=last
+        )
+        if method == "totals":
+            caption += "\n" + "\n".join(detail.total_block(report, 32))
+        await self.bot.send_document(
+            self.chat_id,
+            BufferedInputFile(pdf, name),
+            caption=caption[:1024],
+            reply_markup=main_menu(),
         )
 
     async def _show_reason(self) -> None:
@@ -375,10 +447,13 @@ async def _wizard(
     settings: Settings,
     clock: Clock,
     after_commit: AfterCommit,
+    delivery_wake: asyncio.Event,
 ) -> Wizard:
     chat_id = event.chat.id if isinstance(event, Message) else event.from_user.id
     data = await state.get_data()
-    return Wizard(bot, chat_id, state, data, session, operator, settings, clock, after_commit)
+    return Wizard(
+        bot, chat_id, state, data, session, operator, settings, clock, after_commit, delivery_wake
+    )
 
 
 # --- entry ---------------------------------------------------------------------------------
@@ -393,6 +468,7 @@ async def start_reprint(
     settings: Settings,
     clock: Clock,
     after_commit: AfterCommit,
+    delivery_wake: asyncio.Event,
 ) -> None:
     if isinstance(event, CallbackQuery):
         await event.answer()
@@ -411,7 +487,9 @@ async def start_reprint(
             "locale": operator.language,
         }
     )
-    wizard = await _wizard(event, bot, state, session, operator, settings, clock, after_commit)
+    wizard = await _wizard(
+        event, bot, state, session, operator, settings, clock, after_commit, delivery_wake
+    )
     await wizard.show("method")
 
 
@@ -425,6 +503,7 @@ async def on_button(
     settings: Settings,
     clock: Clock,
     after_commit: AfterCommit,
+    delivery_wake: asyncio.Event,
 ) -> None:
     """Every wizard button: check it belongs to the running wizard, then act."""
     data = await state.get_data()
@@ -438,7 +517,9 @@ async def on_button(
             await query.message.edit_reply_markup(reply_markup=None)
         except Exception:  # already edited by a concurrent tap; harmless
             pass
-    wizard = await _wizard(query, bot, state, session, operator, settings, clock, after_commit)
+    wizard = await _wizard(
+        query, bot, state, session, operator, settings, clock, after_commit, delivery_wake
+    )
     action, value = callback_data.action, callback_data.value
     if action == "cancel":
         await state.clear()
@@ -448,19 +529,33 @@ async def on_button(
     elif action == "method":
         wizard.data["method"] = value
         wizard.data.pop("amount_fen", None)
-        if value == "last":
+        if value in ("last", *LIST_METHODS):
             terminals = await lookup.terminals_of(session, operator.merchant_id)
-            if len(terminals) == 1:
+            if len(terminals) != 1:
+                await wizard.goto("terminal")
+            elif value == "last":
                 await _last_on(wizard, terminals[0].id)
             else:
-                await wizard.goto("terminal")
+                wizard.data["terminal_id"] = terminals[0].id
+                await wizard.goto("period")
         elif value == "browse":
             wizard.data["page"] = 0
             await wizard.goto("pick")
         else:
             await wizard.goto(value)
     elif action == "terminal":
-        await _last_on(wizard, int(value))
+        if wizard.data.get("method") in LIST_METHODS:
+            wizard.data["terminal_id"] = int(value)
+            await wizard.goto("period")
+        else:
+            await _last_on(wizard, int(value))
+    elif action == "period":
+        today = local_now(clock, settings.timezone).date()
+        days = int(value)
+        if days == 7:
+            await wizard.send_list(today - timedelta(days=6), today)
+        else:
+            await wizard.send_list(today - timedelta(days=days), today - timedelta(days=days))
     elif action == "day":
         local_today = local_now(clock, settings.timezone).date()
         wizard.data["day"] = (local_today - timedelta(days=int(value))).isoformat()
@@ -548,6 +643,16 @@ async def _submit(wizard: Wizard) -> None:
     assert result.decision is not None
     verdict = result.decision.verdict
     if verdict is Verdict.APPROVE:
+        terminal = await wizard.session.get(Terminal, txn.terminal_id)
+        assert terminal is not None
+        await enqueue_delivery(
+            wizard.session,
+            request,
+            terminal,
+            wizard.chat_id,
+            now=wizard.clock.now(),
+            wake=wizard.delivery_wake.set,
+        )
         text = _("Request {ref} approved automatically. Your reprinted slip is on its way.").format(
             ref=request.ref
         )
@@ -580,9 +685,12 @@ async def on_text(
     settings: Settings,
     clock: Clock,
     after_commit: AfterCommit,
+    delivery_wake: asyncio.Event,
 ) -> None:
     """Text typed during the wizard, read according to the current step."""
-    wizard = await _wizard(message, bot, state, session, operator, settings, clock, after_commit)
+    wizard = await _wizard(
+        message, bot, state, session, operator, settings, clock, after_commit, delivery_wake
+    )
     step = wizard.data.get("step")
     text = (message.text or "").strip()
     merchant_id = operator.merchant_id
@@ -614,6 +722,15 @@ async def on_text(
             return
         wizard.data["day"] = day.isoformat()
         await wizard.goto("day_amount")
+    elif step == "period":
+        try:
+            days = sorted(date.fromisoformat(p.replace("/", "-")) for p in text.split())
+        except ValueError:
+            days = []
+        if not 1 <= len(days) <= 2 or (len(days) == 2 and wizard.data.get("method") != "detail"):
+            await wizard.say(_("Type a date like 2026-09-09, or choose Today or Yesterday."))
+            return
+        await wizard.send_list(days[0], days[-1])
     elif step == "day_amount":
         try:
             fen = parse_amount(text)
@@ -685,9 +802,12 @@ async def on_document(
     settings: Settings,
     clock: Clock,
     after_commit: AfterCommit,
+    delivery_wake: asyncio.Event,
 ) -> None:
     """A photo or file during the documents step is kept with the request."""
-    wizard = await _wizard(message, bot, state, session, operator, settings, clock, after_commit)
+    wizard = await _wizard(
+        message, bot, state, session, operator, settings, clock, after_commit, delivery_wake
+    )
     if message.photo:
         photo = message.photo[-1]
         doc = [photo.file_id, f"photo-{message.message_id}.jpg", "image/jpeg", photo.file_size or 0]

@@ -20,9 +20,4 @@ class Reprint(StatesGroup):
     documents = State()
     delivery = State()
     summary = State()
-
-
-class Bulk(StatesGroup):
-    terminal = State()
     period = State()
-    delivery = State()

@@ -80,6 +80,7 @@ class BotHarness:
             shutil.copyfile(await _seeded_template(), self.tmp_path / "bot.db")
         self.runtime = await Runtime.create(self.settings, clock=self.clock)
         await register_commands(self.runtime.bot, self.runtime.i18n)
+        self.runtime.start_workers()
         await self.start_polling()
         return self
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -63,9 +64,18 @@ async def test_last_transaction_pdf_in_six_steps(harness: BotHarness) -> None:
     done = await _finish(chat, amount, "149.09")  # 3 amount, 4 reason, 5 delivery, 6 submit
     assert "已自动审核通过" in done["text"]
     [request] = await _requests(harness)
-    assert request.state is RequestState.APPROVED
     assert request.confirmed_amount_fen == 14909
     assert done["text"].count(request.ref) == 1
+    slip = await chat.wait_for(lambda m: "document" in m, timeout=15)
+    text = _pdf_text(harness.standin.file_bytes(slip))
+    assert "重打印凭证" in text and "149.09" in text and request.ref in text
+    assert "持卡人存根" in text and "商户存根" not in text
+    for _ in range(100):  # the worker commits DELIVERED right after sending
+        [request] = await _requests(harness)
+        if request.state is RequestState.DELIVERED:
+            break
+        await asyncio.sleep(0.05)
+    assert request.state is RequestState.DELIVERED
 
 
 @pytest.mark.parametrize(
@@ -249,12 +259,23 @@ async def test_status_lists_requests_and_shows_history(harness: BotHarness) -> N
     chat = await harness.bound_chat(5015)
     amount = await _press(chat, await _start(chat), "最后一笔")
     await _finish(chat, amount, "149.09")
-    [request] = await _requests(harness)
+    await chat.wait_for(lambda m: "document" in m, timeout=15)  # the PDF slip
+    for _ in range(100):
+        [request] = await _requests(harness)
+        if request.state is RequestState.DELIVERED:
+            break
+        await asyncio.sleep(0.05)
+    chat.skip_unread()
     listing = await _say(chat, "/status")
     [button] = [b for b in chat.button_texts(listing) if request.ref in b]
-    assert "已通过" in button
+    assert "已交付" in button
     history = await _press(chat, listing, button)
-    assert "已提交" in history["text"] and "已通过" in history["text"]
+    lines = history["text"].splitlines()
+    assert [w for w in ("已提交", "已通过", "已交付") if any(w in line for line in lines)] == [
+        "已提交",
+        "已通过",
+        "已交付",
+    ]
 
 
 async def test_human_words_mid_wizard_are_acknowledged(harness: BotHarness) -> None:
@@ -264,3 +285,33 @@ async def test_human_words_mid_wizard_are_acknowledged(harness: BotHarness) -> N
     assert "转接人工客服" in ack["text"]
     again = await _say(chat, "/human")
     assert "已在等待人工客服" in again["text"]
+
+
+async def test_detail_list_for_a_day_as_pdf(harness: BotHarness) -> None:
+    chat = await harness.bound_chat(5017)
+    period = await _press(chat, await _start(chat), "交易明细（明细）")
+    assert "最近7天" in chat.button_texts(period)
+    sent = await _say(chat, "2026-09-09")
+    assert sent["document"]["file_name"] == "detail-21535642-20260909-20260909.pdf"
+    assert "3 笔交易" in sent["caption"]
+    text = _pdf_text(harness.standin.file_bytes(sent))
+    assert "交易明细/TRANSACTION DETAIL" in text and "重打印 REPRINT" in text
+    assert "000216" in text and "000217" in text and "254.39" in text
+    assert "21.28" in text and "RMB 530.06" in text  # net of the day's three sales
+    assert "622260" not in text  # list shows last four only
+
+
+async def test_totals_for_yesterday(harness: BotHarness) -> None:
+    chat = await harness.bound_chat(5018)
+    period = await _press(chat, await _start(chat), "当日汇总（汇总）")
+    sent = await _press(chat, period, "昨天")  # 2026-09-24: nothing on that terminal
+    assert sent["document"]["file_name"] == "totals-21535642-20260924.pdf"
+    assert "0 笔交易" in sent["caption"] and "RMB 0.00" in sent["caption"]
+
+
+def _pdf_text(data: bytes) -> str:
+    import io
+
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
