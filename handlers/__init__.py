@@ -9,7 +9,7 @@ from core.settings import Settings
 
 def get_routers(settings: Settings) -> list[Router]:
     """Routers in the order they are tried; the errors router catches what they raise."""
-    from handlers import errors, human, reprint, start, status, verify
+    from handlers import errors, human, printer, reprint, start, status, verify
 
     return [
         errors.create_router(),
@@ -17,5 +17,6 @@ def get_routers(settings: Settings) -> list[Router]:
         human.create_router(),
         reprint.create_router(),
         status.create_router(),
+        printer.create_router(),
         start.create_router(),  # last: its catch-all answers what nothing else took
     ]

@@ -14,9 +14,10 @@ def main_menu() -> InlineKeyboardMarkup:
     kb.button(text=_("Reprint a slip (补打)"), callback_data=MenuCb(action="reprint"))
     kb.button(text=_("My requests"), callback_data=MenuCb(action="status"))
     kb.button(text=_("Talk to a person (转人工)"), callback_data=MenuCb(action="human"))
+    kb.button(text=_("Check printer"), callback_data=MenuCb(action="printer"))
     kb.button(text=_("Help"), callback_data=MenuCb(action="help"))
     kb.button(text=_("Language / 语言"), callback_data=MenuCb(action="lang"))
-    kb.adjust(1, 2, 2)
+    kb.adjust(1, 2, 2, 1)
     return kb.as_markup()
 
 

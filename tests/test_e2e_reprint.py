@@ -315,3 +315,43 @@ def _pdf_text(data: bytes) -> str:
     from pypdf import PdfReader
 
     return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
+
+
+async def test_printer_check_and_print_delivery(harness: BotHarness) -> None:
+    from bot.sandbox.printer import PrinterStandIn
+    from core import enrolment
+    from core.db import unit_of_work
+
+    async with PrinterStandIn() as printer:
+        async with unit_of_work(harness.runtime.session_maker) as session:
+            await enrolment.bind_printer(session, "21535642", printer.uri, 58)
+        chat = await harness.bound_chat(5019)
+        await chat.send("/printer")
+        menu = await chat.next_message()
+        await chat.press(menu, "测试终端 21535642 的打印机")
+        await chat.wait_for_callback_answer()
+        result = await chat.wait_for(
+            lambda m: "21535642" in (m.get("text") or "") and m is not menu, timeout=15
+        )
+        assert "测试" in result["text"]
+        await printer.idle()
+        assert len(printer.jobs) == 1
+
+        chat.skip_unread()
+        amount = await _press(chat, await _start(chat), "最后一笔")
+        reason = await _say(chat, "149.09")
+        delivery = await _press(chat, reason, "顾客索要")
+        assert "打印 · 持卡人存根" in chat.button_texts(delivery)
+        summary = await _press(chat, delivery, "打印 · 持卡人存根")
+        done = await _press(chat, summary, "提交申请")
+        ref = next(w for w in done["text"].split() if w.startswith("RP-"))
+        printed = await chat.wait_for(
+            lambda m: ref in (m.get("text") or "") and "的打印机上打印" in m["text"], timeout=15
+        )
+        assert "21535642" in printed["text"]
+        await printer.idle()
+        assert len(printer.jobs) == 2  # the test page and the slip, each once
+        [slip] = [job for job in printer.jobs if "武汉江汉区便民药房" in "\n".join(job.lines)]
+        joined = "\n".join(slip.lines)
+        assert "重打印凭证" in joined and "149.09" in joined and "持卡人存根" in joined
+        del amount
