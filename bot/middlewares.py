@@ -30,7 +30,9 @@ class DbSessionMiddleware(BaseMiddleware):
     """Open one session per update and own its transaction (handlers never commit).
 
     The update id is recorded in the same transaction, so a redelivered update that was
-    already handled is skipped, and one whose handling failed is handled again.
+    already handled is skipped, and one whose handling failed is handled again. The id is
+    written just before commit: a read-only update (most of them) never takes SQLite's
+    single write lock until its last moment, so concurrent updates don't queue behind it.
     """
 
     def __init__(self, session_maker: async_sessionmaker[AsyncSession]) -> None:
@@ -39,11 +41,7 @@ class DbSessionMiddleware(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Update)
         async with self.session_maker() as session:
-            session.add(ProcessedUpdate(update_id=event.update_id))
-            try:
-                await session.flush()
-            except IntegrityError:
-                await session.rollback()
+            if await session.get(ProcessedUpdate, event.update_id) is not None:
                 log.info("update %s already processed; skipped", event.update_id)
                 return None
             data["session"] = session
@@ -51,10 +49,16 @@ class DbSessionMiddleware(BaseMiddleware):
             data["after_commit"] = after_commit
             try:
                 result = await handler(event, data)
+                session.add(ProcessedUpdate(update_id=event.update_id))
+                await session.commit()
+            except IntegrityError:
+                # The same update finished concurrently in another worker: keep its result.
+                await session.rollback()
+                log.info("update %s processed concurrently; this copy rolled back", event.update_id)
+                return None
             except BaseException:
                 await session.rollback()
                 raise
-            await session.commit()
             await after_commit.run()
             return result
 

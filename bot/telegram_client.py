@@ -20,6 +20,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# pydantic keeps parametrised generics only weakly, so aiogram's `Response[T]` is rebuilt
+# (milliseconds each time) whenever garbage collection drops it; holding each one here
+# keeps it built once per process.
+_RESPONSE_TYPES: dict[Any, Any] = {}
+
+
+def _pin_response_type(method: TelegramMethod[Any]) -> None:
+    returning = method.__returning__
+    if returning not in _RESPONSE_TYPES:
+        _RESPONSE_TYPES[returning] = Response[returning]  # type: ignore[valid-type]
+
+
 class RetryAfterMiddleware(BaseRequestMiddleware):
     """On 429, wait `retry_after` seconds and send again (a 429 means nothing was sent).
 
@@ -37,6 +49,7 @@ class RetryAfterMiddleware(BaseRequestMiddleware):
         bot: Bot,
         method: TelegramMethod[TelegramType],
     ) -> Response[TelegramType]:
+        _pin_response_type(method)
         attempt = 0
         while True:
             try:

@@ -391,6 +391,7 @@ class ProcessedUpdate(Base):
     at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (Index(None, "at"),)
+    __mapper_args__ = {"eager_defaults": False}  # noqa: RUF012  (no RETURNING round trip)
 
 
 class RequestDocument(Base):

@@ -9,10 +9,12 @@ from core.settings import Settings
 
 def get_routers(settings: Settings) -> list[Router]:
     """Routers in the order they are tried; the errors router catches what they raise."""
-    from handlers import errors, human, printer, reprint, start, status, verify
+    from handlers import errors, human, printer, reprint, review, start, status, verify
 
     return [
         errors.create_router(),
+        review.create_router(settings),  # agents' group: review cards
+        review.create_merchant_router(),  # files for a request waiting for documents
         verify.create_router(),
         human.create_router(),
         reprint.create_router(),

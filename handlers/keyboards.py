@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from aiogram.types import InlineKeyboardMarkup
+from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
@@ -10,6 +13,13 @@ from handlers.callbacks import LangCb, MenuCb
 
 
 def main_menu() -> InlineKeyboardMarkup:
+    """The main menu in the current language (built once per language: builders are slow)."""
+    i18n = I18n.get_current(no_error=True)
+    return _main_menu(i18n.current_locale if i18n else "")
+
+
+@lru_cache(maxsize=8)
+def _main_menu(_locale: str) -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     kb.button(text=_("Reprint a slip (补打)"), callback_data=MenuCb(action="reprint"))
     kb.button(text=_("My requests"), callback_data=MenuCb(action="status"))
@@ -21,6 +31,7 @@ def main_menu() -> InlineKeyboardMarkup:
     return kb.as_markup()
 
 
+@lru_cache(maxsize=1)
 def language_choice() -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     kb.button(text="中文", callback_data=LangCb(locale="zh_CN"))

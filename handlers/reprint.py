@@ -24,6 +24,7 @@ from aiogram.types import (
     InlineKeyboardMarkup,
     Message,
 )
+from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,6 +44,7 @@ from handlers import texts
 from handlers.callbacks import MenuCb, WizCb
 from handlers.filters import IsBound
 from handlers.keyboards import main_menu
+from handlers.review import post_review_card
 from handlers.states import Reprint
 
 PAGE_SIZE = 5
@@ -667,6 +669,13 @@ async def _submit(wizard: Wizard) -> None:
     text += "\n" + _("Follow it with /status.")
     markup = _menu_markup()
     wizard.after_commit.add(lambda: wizard.say(text, markup))
+    if verdict is Verdict.MANUAL:
+        i18n, request_id = I18n.get_current(), request.id
+        wizard.after_commit.add(
+            lambda: post_review_card(
+                wizard.bot, wizard.session, wizard.settings, request_id, i18n=i18n
+            )
+        )
 
 
 def _menu_markup() -> InlineKeyboardMarkup:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import binding
 from core.binding import BindOutcome
 from core.clock import Clock
+from core.db import AfterCommit
 from core.models import Merchant, Operator
 from core.settings import Settings
 from handlers.callbacks import LangCb, MenuCb
@@ -42,7 +43,13 @@ async def _redeem(
     settings: Settings,
     i18n: I18n,
     clock: Clock,
+    after_commit: AfterCommit,
 ) -> None:
+    """Redeem the code; the answer goes out once the binding (or the failure count) is saved."""
+
+    async def later(text: str, reply_markup: InlineKeyboardMarkup | None = None) -> None:
+        after_commit.add(lambda: message.answer(text, reply_markup=reply_markup))
+
     user = message.from_user
     assert user is not None
     result = await binding.redeem(
@@ -65,21 +72,21 @@ async def _redeem(
                 )
             else:
                 text = _welcome(result.operator, result.merchant.name)
-            await message.answer(text + "\n\n" + _help_bound(), reply_markup=main_menu())
+            await later(text + "\n\n" + _help_bound(), reply_markup=main_menu())
         case BindOutcome.WRONG:
-            await message.answer(
+            await later(
                 _("That code is not valid. Check it and try again ({left} tries left).").format(
                     left=result.attempts_left
                 )
             )
         case BindOutcome.EXPIRED:
-            await message.answer(
+            await later(
                 _(
                     "That code has expired. Ask your acquirer for a new one ({left} tries left)."
                 ).format(left=result.attempts_left)
             )
         case BindOutcome.USED:
-            await message.answer(
+            await later(
                 _(
                     "That code was already used. Each code works once; ask for a new one "
                     "({left} tries left)."
@@ -88,7 +95,7 @@ async def _redeem(
         case BindOutcome.LOCKED:
             assert result.locked_until is not None
             minutes = max(1, int((result.locked_until - clock.now()).total_seconds()) // 60)
-            await message.answer(
+            await later(
                 _(
                     "Too many wrong codes. Binding is locked; try again in {minutes} minutes."
                 ).format(minutes=minutes)
@@ -125,6 +132,7 @@ async def start(
     settings: Settings,
     i18n: I18n,
     clock: Clock,
+    after_commit: AfterCommit,
 ) -> None:
     if operator is not None:
         merchant = await session.get(Merchant, operator.merchant_id)
@@ -134,7 +142,7 @@ async def start(
         )
         return
     if command.args and binding.looks_like_code(command.args):
-        await _redeem(message, command.args, session, settings, i18n, clock)
+        await _redeem(message, command.args, session, settings, i18n, clock, after_commit)
         return
     await message.answer(_ask_for_code(), reply_markup=language_choice())
 
@@ -190,6 +198,7 @@ async def any_text(
     settings: Settings,
     i18n: I18n,
     clock: Clock,
+    after_commit: AfterCommit,
 ) -> None:
     """Anything an unbound user types: a binding code attempt, or a reminder to send one."""
     text = message.text or ""
@@ -200,7 +209,7 @@ async def any_text(
         )
         return
     if binding.looks_like_code(text):
-        await _redeem(message, text, session, settings, i18n, clock)
+        await _redeem(message, text, session, settings, i18n, clock, after_commit)
     else:
         await message.answer(_ask_for_code())
 
