@@ -37,6 +37,7 @@ from core.db import create_engine, create_session_maker
 from core.delivery import DeliveryConfig, DeliveryWorker
 from core.settings import Settings
 from handlers import get_routers
+from handlers.human import ChatOrderMiddleware
 
 log = logging.getLogger(__name__)
 LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
@@ -75,6 +76,7 @@ def create_dispatcher(
     dp = Dispatcher(
         storage=storage or MemoryStorage(), settings=settings, i18n=i18n, clock=clock, **services
     )
+    dp.update.outer_middleware(ChatOrderMiddleware())
     dp.update.outer_middleware(ThrottlingMiddleware(settings.throttle_per_second))
     dp.update.outer_middleware(DbSessionMiddleware(session_maker))
     dp.update.outer_middleware(OperatorMiddleware())

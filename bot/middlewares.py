@@ -66,7 +66,7 @@ class DbSessionMiddleware(BaseMiddleware):
 class ThrottlingMiddleware(BaseMiddleware):
     """Drop a flood from one chat: a token bucket per chat, refilled `rate` times a second."""
 
-    def __init__(self, rate: float, burst: int = 5) -> None:
+    def __init__(self, rate: float, burst: int = 10) -> None:
         self.rate = rate
         self.burst = float(burst)
         self._buckets: dict[int, tuple[float, float]] = {}

@@ -27,6 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
     func,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -432,5 +433,84 @@ class Handoff(Base):
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     closed_at: Mapped[datetime | None]
+    # The agent it is assigned to: the first who answers, or the one it was transferred to.
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    # Muted: the merchant's messages are kept but no longer relayed (an abusive chat).
+    muted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # The context card in the agents' topic (its buttons are removed on close).
+    card_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The merchant's first message that no agent has answered yet; None once answered.
+    waiting_since: Mapped[datetime | None]
+    reminded_at: Mapped[datetime | None]
 
-    __table_args__ = (Index(None, "operator_id", "state"), Index(None, "state", "created_at"))
+    __table_args__ = (
+        Index(None, "operator_id", "state"),
+        Index(None, "state", "created_at"),
+        Index(None, "merchant_id", "created_at"),
+        # At most one active (waiting or open) handoff per operator, even under races.
+        Index(
+            "uq_handoffs_active_operator_id",
+            "operator_id",
+            unique=True,
+            sqlite_where=text("state != 'closed'"),
+            postgresql_where=text("state != 'closed'"),
+        ),
+    )
+
+
+class SupportTopic(Base):
+    """An operator's topic in the agents' forum group: created once, reused by each handoff.
+
+    One row per operator (unique): `core.handoff.claim_topic` lets exactly one concurrent
+    caller create the Telegram topic while the others wait on the row and then reuse it.
+    """
+
+    __tablename__ = "support_topics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operator_id: Mapped[int] = mapped_column(
+        ForeignKey("operators.id", ondelete="CASCADE"), unique=True
+    )
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    thread_id: Mapped[int | None] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (Index(None, "chat_id", "thread_id"),)
+
+
+class RelayDirection(enum.StrEnum):
+    TO_AGENTS = "to_agents"  # the merchant wrote; copied into the topic
+    TO_MERCHANT = "to_merchant"  # an agent wrote in the topic; copied to the merchant
+    NOTE = "note"  # something done in the conversation: closed, transferred, muted, ...
+
+
+class HandoffMessage(Base):
+    """One line of a handoff's transcript, and the message-id mapping that lets edits follow.
+
+    For a relayed message, the source and its copy: `merchant_message_id` in the merchant's
+    chat, `topic_message_id` in the agents' topic (None when it was not relayed, e.g. muted).
+    An edit is a line of its own (`kind` "edit"), so the transcript keeps what was first said.
+    """
+
+    __tablename__ = "handoff_messages"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id", ondelete="CASCADE"))
+    direction: Mapped[RelayDirection] = mapped_column(_enum(RelayDirection))
+    sender_id: Mapped[int | None] = mapped_column(BigInteger)
+    sender_name: Mapped[str] = mapped_column(String(120), default="", server_default="")
+    # text, photo, document, voice, sticker, video, audio, animation, other, edit; for a
+    # note, what happened (closed, transferred, approved, rejected, muted, unmuted).
+    kind: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text, default="", server_default="")
+    file_id: Mapped[str | None] = mapped_column(String(255))
+    merchant_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    topic_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index(None, "handoff_id", "id"),
+        Index(None, "merchant_message_id"),
+        Index(None, "topic_message_id"),
+    )

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # Support hours (local time in `timezone`)
     support_hours_start: time = time(9, 0)
     support_hours_end: time = time(21, 0)
+    # Agents' replies reach the merchant signed with the agent's name.
+    support_sign_replies: bool = True
 
     # Receipts
     receipt_font_path: Path | None = None

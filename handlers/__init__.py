@@ -14,9 +14,9 @@ def get_routers(settings: Settings) -> list[Router]:
     return [
         errors.create_router(),
         review.create_router(settings),  # agents' group: review cards
-        review.create_merchant_router(),  # files for a request waiting for documents
         verify.create_router(),
-        human.create_router(),
+        human.create_router(),  # an open handoff takes the merchant's messages first
+        review.create_merchant_router(),  # files for a request waiting for documents
         reprint.create_router(),
         status.create_router(),
         printer.create_router(),

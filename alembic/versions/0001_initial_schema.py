@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 22:36:31.343507
+Create Date: 2026-11-25 23:32:25.512887
 """
 
 from collections.abc import Sequence
@@ -156,6 +156,35 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("terminals", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_terminals_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "support_topics",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("operator_id", sa.Integer(), nullable=False),
+        sa.Column("chat_id", sa.BigInteger(), nullable=False),
+        sa.Column("thread_id", sa.BigInteger(), nullable=True),
+        sa.Column("name", sa.String(length=128), server_default="", nullable=False),
+        sa.Column(
+            "created_at",
+            core.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["operator_id"],
+            ["operators.id"],
+            name=op.f("fk_support_topics_operator_id_operators"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_support_topics")),
+        sa.UniqueConstraint("operator_id", name=op.f("uq_support_topics_operator_id")),
+    )
+    with op.batch_alter_table("support_topics", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_support_topics_chat_id_thread_id"),
+            ["chat_id", "thread_id"],
+            unique=False,
+        )
 
     op.create_table(
         "transactions",
@@ -462,6 +491,17 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("closed_at", core.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("agent_id", sa.Integer(), nullable=True),
+        sa.Column("muted", sa.Boolean(), server_default="0", nullable=False),
+        sa.Column("card_message_id", sa.BigInteger(), nullable=True),
+        sa.Column("waiting_since", core.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("reminded_at", core.models.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["agent_id"],
+            ["agents.id"],
+            name=op.f("fk_handoffs_agent_id_agents"),
+            ondelete="SET NULL",
+        ),
         sa.ForeignKeyConstraint(
             ["merchant_id"],
             ["merchants.id"],
@@ -484,10 +524,22 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("handoffs", schema=None) as batch_op:
         batch_op.create_index(
+            batch_op.f("ix_handoffs_merchant_id_created_at"),
+            ["merchant_id", "created_at"],
+            unique=False,
+        )
+        batch_op.create_index(
             batch_op.f("ix_handoffs_operator_id_state"), ["operator_id", "state"], unique=False
         )
         batch_op.create_index(
             batch_op.f("ix_handoffs_state_created_at"), ["state", "created_at"], unique=False
+        )
+        batch_op.create_index(
+            "uq_handoffs_active_operator_id",
+            ["operator_id"],
+            unique=True,
+            sqlite_where=sa.text("state != 'closed'"),
+            postgresql_where=sa.text("state != 'closed'"),
         )
 
     op.create_table(
@@ -595,11 +647,67 @@ def upgrade() -> None:
             batch_op.f("ix_request_events_request_id"), ["request_id"], unique=False
         )
 
+    op.create_table(
+        "handoff_messages",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("handoff_id", sa.Integer(), nullable=False),
+        sa.Column(
+            "direction",
+            sa.Enum(
+                "to_agents",
+                "to_merchant",
+                "note",
+                name="relaydirection",
+                native_enum=False,
+                length=24,
+            ),
+            nullable=False,
+        ),
+        sa.Column("sender_id", sa.BigInteger(), nullable=True),
+        sa.Column("sender_name", sa.String(length=120), server_default="", nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("text", sa.Text(), server_default="", nullable=False),
+        sa.Column("file_id", sa.String(length=255), nullable=True),
+        sa.Column("merchant_message_id", sa.BigInteger(), nullable=True),
+        sa.Column("topic_message_id", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "at",
+            core.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["handoff_id"],
+            ["handoffs.id"],
+            name=op.f("fk_handoff_messages_handoff_id_handoffs"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_handoff_messages")),
+    )
+    with op.batch_alter_table("handoff_messages", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_handoff_messages_handoff_id_id"), ["handoff_id", "id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_handoff_messages_merchant_message_id"),
+            ["merchant_message_id"],
+            unique=False,
+        )
+        batch_op.create_index(
+            batch_op.f("ix_handoff_messages_topic_message_id"), ["topic_message_id"], unique=False
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("handoff_messages", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_handoff_messages_topic_message_id"))
+        batch_op.drop_index(batch_op.f("ix_handoff_messages_merchant_message_id"))
+        batch_op.drop_index(batch_op.f("ix_handoff_messages_handoff_id_id"))
+
+    op.drop_table("handoff_messages")
     with op.batch_alter_table("request_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_request_events_request_id"))
 
@@ -609,8 +717,14 @@ def downgrade() -> None:
 
     op.drop_table("request_documents")
     with op.batch_alter_table("handoffs", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_handoffs_active_operator_id",
+            sqlite_where=sa.text("state != 'closed'"),
+            postgresql_where=sa.text("state != 'closed'"),
+        )
         batch_op.drop_index(batch_op.f("ix_handoffs_state_created_at"))
         batch_op.drop_index(batch_op.f("ix_handoffs_operator_id_state"))
+        batch_op.drop_index(batch_op.f("ix_handoffs_merchant_id_created_at"))
 
     op.drop_table("handoffs")
     with op.batch_alter_table("delivery_jobs", schema=None) as batch_op:
@@ -632,6 +746,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_transactions_merchant_id_amount_fen_txn_time"))
 
     op.drop_table("transactions")
+    with op.batch_alter_table("support_topics", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_support_topics_chat_id_thread_id"))
+
+    op.drop_table("support_topics")
     with op.batch_alter_table("terminals", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_terminals_merchant_id"))
 
