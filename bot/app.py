@@ -20,6 +20,7 @@ from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats
 from aiogram.utils.i18n import I18n
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import telegram_client
@@ -126,6 +127,7 @@ class Runtime:
     delivery_wake: asyncio.Event
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _scheduler: AsyncIOScheduler | None = None
 
     @classmethod
     async def create(
@@ -151,13 +153,22 @@ class Runtime:
         return cls(settings, engine, maker, i18n, bot, dp, clock, delivery, delivery_wake)
 
     def start_workers(self) -> None:
-        """Background work of this process: the delivery outbox (prints and PDFs)."""
+        """Background work of this process: the delivery outbox (prints and PDFs) and,
+        when RUN_SCHEDULER is on, the scheduled jobs."""
         self._tasks.append(
             asyncio.create_task(self.delivery.run(self._stop, self.delivery_wake), name="delivery")
         )
+        if self.settings.run_scheduler:
+            from bot.scheduler import build_scheduler
+
+            self._scheduler = build_scheduler(self)
+            self._scheduler.start()
 
     async def stop_workers(self) -> None:
         """Let jobs under way finish, then stop."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
         self._stop.set()
         self.delivery_wake.set()
         for task in self._tasks:

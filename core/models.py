@@ -299,7 +299,8 @@ class ReprintRequest(Base):
     verify_code: Mapped[str] = mapped_column(String(16), unique=True)
     reprint_no: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    # Set by core.requests.transition (from the injected clock), not by the database.
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     transaction: Mapped[Transaction] = relationship()
     merchant: Mapped[Merchant] = relationship()

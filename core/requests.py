@@ -79,8 +79,9 @@ def record(
     from_state: RequestState | None = None,
     to_state: RequestState | None = None,
     detail: dict[str, Any] | None = None,
+    now: datetime | None = None,
 ) -> RequestEvent:
-    """Append one event to the request's history."""
+    """Append one event to the request's history (at `now`, else the database's clock)."""
     event = RequestEvent(
         request_id=request.id,
         kind=kind,
@@ -90,6 +91,8 @@ def record(
         actor_id=actor_id,
         detail=detail or {},
     )
+    if now is not None:
+        event.at = now
     session.add(event)
     return event
 
@@ -101,12 +104,14 @@ def transition(
     actor: ActorType,
     actor_id: int | None = None,
     detail: dict[str, Any] | None = None,
+    now: datetime | None = None,
 ) -> RequestEvent:
     """Move the request to `to_state` or raise `IllegalTransition`; the move is recorded."""
     from_state = request.state
     if to_state not in TRANSITIONS[from_state]:
         raise IllegalTransition(request.ref, from_state, to_state)
     request.state = to_state
+    request.updated_at = now or datetime.now(UTC)
     return record(
         session,
         request,
@@ -116,6 +121,7 @@ def transition(
         from_state=from_state,
         to_state=to_state,
         detail=detail,
+        now=now,
     )
 
 
@@ -181,6 +187,8 @@ async def submit(
         confirmed_amount_fen=sub.confirmed_amount_fen,
         idempotency_key=key,
         reprint_no=earlier + 1,
+        created_at=now,
+        updated_at=now,
     )
     for _ in range(5):  # refs are short; retry the rare collision
         request.ref, request.verify_code = new_ref(), new_verify_code()
@@ -228,9 +236,13 @@ async def submit(
         ),
     )
     if decision.verdict is Verdict.APPROVE:
-        transition(session, request, S.APPROVED, ActorType.RULES, detail=decision.as_detail())
+        transition(
+            session, request, S.APPROVED, ActorType.RULES, detail=decision.as_detail(), now=now
+        )
     elif decision.verdict is Verdict.REFUSE:
-        transition(session, request, S.REJECTED, ActorType.RULES, detail=decision.as_detail())
+        transition(
+            session, request, S.REJECTED, ActorType.RULES, detail=decision.as_detail(), now=now
+        )
     else:
         record(session, request, "queued_for_review", ActorType.RULES, detail=decision.as_detail())
     await session.flush()

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     )
     documents_required_above_fen: int = Field(default=5_000_000, ge=0)
     review_sla_minutes: int = Field(default=30, ge=1)
+    run_scheduler: bool = True
 
     # Support hours (local time in `timezone`)
     support_hours_start: time = time(9, 0)

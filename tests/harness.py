@@ -71,6 +71,7 @@ class BotHarness:
                 "database_url": f"sqlite+aiosqlite:///{self.tmp_path / 'bot.db'}",
                 "redis_url": None,
                 "throttle_per_second": 100.0,
+                "run_scheduler": False,  # tests call the jobs themselves, on the test clock
                 **self.overrides,
             }
         )
