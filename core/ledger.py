@@ -67,8 +67,30 @@ TXN_COLUMNS = (
     "orig_voucher_no",
 )
 KEY_COLUMNS = ("terminal_id", "batch_no", "voucher_no")
+# PostgreSQL: refresh the planner statistics of `transactions` after loading this many rows.
+ANALYZE_AFTER_INSERTS = 50_000
 
 _TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M")
+
+# Precompiled once: `parse_row` runs for every line of files with millions of lines.
+_DIGITS = {n: re.compile(rf"\d{{{n}}}") for n in (6, 12, 15)}
+_TERMINAL_NO = re.compile(r"[0-9A-Za-z]{8}")
+_AUTH_CODE = re.compile(r"[0-9A-Za-z]{0,6}")
+_OPERATOR_NO = re.compile(r"\d{0,4}")
+_ORIG_VOUCHER_NO = re.compile(r"\d{6}")
+# Fast paths for the common shapes; anything else takes the general (slower) route, so the
+# result is the same either way.
+_PLAIN_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+_PLAIN_AMOUNT = re.compile(r"([0-9]{1,16})\.([0-9]{2})")
+_MASKED_CARD = re.compile(r"[0-9]{6}\*{3,9}[0-9]{4}")
+_TXN_TYPES = tuple(t.value for t in TxnType)
+_CHANNELS = tuple(c.value for c in Channel)
+_ENTRY_MODES = tuple(e.value for e in EntryMode)
+_STATUSES = tuple(s.value for s in TxnStatus)
+
+
+# RMB 10 billion: far above any card or QR payment, far below BIGINT's limit.
+MAX_AMOUNT_FEN = 10**12
 
 
 class LedgerFileError(Exception):
@@ -149,7 +171,8 @@ class RowError(ValueError):
 
 def _digits(row: dict[str, str], name: str, length: int) -> str:
     value = row[name]
-    if not re.fullmatch(rf"\d{{{length}}}", value):
+    pattern = _DIGITS.get(length) or re.compile(rf"\d{{{length}}}")
+    if not pattern.fullmatch(value):
         raise RowError(f"{name} must be {length} digits, got {value!r}")
     return value
 
@@ -163,46 +186,77 @@ def _choice(row: dict[str, str], name: str, allowed: Iterable[str], *, upper: bo
     return norm
 
 
+def _parse_time(value: str) -> datetime:
+    if _PLAIN_TIME.fullmatch(value):
+        try:
+            return datetime(
+                int(value[0:4]),
+                int(value[5:7]),
+                int(value[8:10]),
+                int(value[11:13]),
+                int(value[14:16]),
+                int(value[17:19]),
+            )
+        except ValueError:
+            pass  # e.g. 2026-02-30: let strptime decide, as for any other shape
+    for fmt in _TIME_FORMATS:
+        try:
+            return datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+    raise RowError(f"txn_time {value!r} is not YYYY-MM-DD HH:MM:SS")
+
+
+def _parse_amount(value: str) -> int:
+    plain = _PLAIN_AMOUNT.fullmatch(value)
+    if plain:
+        return int(plain[1]) * 100 + int(plain[2])
+    return parse_ledger_amount(value)
+
+
 def parse_row(line: int, raw: dict[str, str]) -> LedgerRow:
     """Validate one CSV record; raise `RowError` with the reason."""
-    row = {k: (raw.get(k) or "").strip() for k in COLUMNS}
+    return _parse_stripped(line, {k: (raw.get(k) or "").strip() for k in COLUMNS})
+
+
+def _parse_stripped(line: int, row: dict[str, str]) -> LedgerRow:
+    """`parse_row` for a record whose values are already stripped strings."""
     merchant_no = _digits(row, "merchant_no", 15)
     if not row["merchant_name"]:
         raise RowError("merchant_name is empty")
     terminal_no = row["terminal_no"]
-    if not re.fullmatch(r"[0-9A-Za-z]{8}", terminal_no):
+    if not _TERMINAL_NO.fullmatch(terminal_no):
         raise RowError(f"terminal_no must be 8 letters or digits, got {terminal_no!r}")
-    for fmt in _TIME_FORMATS:
-        try:
-            txn_time = datetime.strptime(row["txn_time"], fmt)
-            break
-        except ValueError:
-            continue
-    else:
-        raise RowError(f"txn_time {row['txn_time']!r} is not YYYY-MM-DD HH:MM:SS")
-    txn_type = _choice(row, "txn_type", (t.value for t in TxnType), upper=True)
-    channel = _choice(row, "channel", (c.value for c in Channel), upper=False)
+    txn_time = _parse_time(row["txn_time"])
+    txn_type = _choice(row, "txn_type", _TXN_TYPES, upper=True)
+    channel = _choice(row, "channel", _CHANNELS, upper=False)
     try:
-        amount_fen = parse_ledger_amount(row["amount"])
+        amount_fen = _parse_amount(row["amount"])
     except AmountError:
         raise RowError(f"amount {row['amount']!r} is not a number with 2 decimals") from None
     if amount_fen <= 0:
         raise RowError(f"amount {row['amount']!r} must be positive")
-    try:
-        card_masked = mask_pan(row["card_no"])
-    except CardNumberError:
-        raise RowError("card_no is not a card number") from None
+    if amount_fen > MAX_AMOUNT_FEN:
+        raise RowError(f"amount {row['amount']!r} is larger than a POS transaction can be")
+    card_no = row["card_no"]
+    if not card_no or _MASKED_CARD.fullmatch(card_no):
+        card_masked = card_no  # empty, or masked already: what `mask_pan` would return
+    else:
+        try:
+            card_masked = mask_pan(card_no)
+        except CardNumberError:
+            raise RowError("card_no is not a card number") from None
     if channel == Channel.CARD and not card_masked:
         raise RowError("card_no is empty for a card payment")
-    entry_mode = _choice(row, "entry_mode", (e.value for e in EntryMode), upper=True)
+    entry_mode = _choice(row, "entry_mode", _ENTRY_MODES, upper=True)
     auth_code = row["auth_code"]
-    if not re.fullmatch(r"[0-9A-Za-z]{0,6}", auth_code):
+    if not _AUTH_CODE.fullmatch(auth_code):
         raise RowError(f"auth_code must be up to 6 letters or digits, got {auth_code!r}")
     operator_no = row["operator_no"]
-    if not re.fullmatch(r"\d{0,4}", operator_no):
+    if not _OPERATOR_NO.fullmatch(operator_no):
         raise RowError(f"operator_no must be up to 4 digits, got {operator_no!r}")
     orig = row["orig_voucher_no"] or None
-    if orig is not None and not re.fullmatch(r"\d{6}", orig):
+    if orig is not None and not _ORIG_VOUCHER_NO.fullmatch(orig):
         raise RowError(f"orig_voucher_no must be 6 digits, got {orig!r}")
     return LedgerRow(
         line=line,
@@ -221,7 +275,7 @@ def parse_row(line: int, raw: dict[str, str]) -> LedgerRow:
         entry_mode=entry_mode,
         issuer=row["issuer"][:60],
         acquirer=row["acquirer"][:60],
-        status=_choice(row, "status", (s.value for s in TxnStatus), upper=True),
+        status=_choice(row, "status", _STATUSES, upper=True),
         operator_no=operator_no,
         orig_voucher_no=orig,
     )
@@ -251,18 +305,19 @@ def read_ledger(text_: str) -> Iterator[LedgerRow | Rejection]:
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise LedgerFileError(f"header lacks column(s): {', '.join(missing)}")
-    index = {name: header.index(name) for name in COLUMNS}
+    positions = [header.index(name) for name in COLUMNS]
     width = len(header)
     seen: dict[tuple[str, str, str], int] = {}
     for record in reader:
         line = reader.line_num
-        if not any(cell.strip() for cell in record):
+        if not any(map(str.strip, record)):
             continue
         if len(record) != width:
             yield Rejection(line, f"has {len(record)} columns, expected {width}")
             continue
         try:
-            row = parse_row(line, {name: record[i] for name, i in index.items()})
+            values = [record[i].strip() for i in positions]
+            row = _parse_stripped(line, dict(zip(COLUMNS, values, strict=True)))
         except RowError as exc:
             yield Rejection(line, str(exc))
             continue
@@ -305,6 +360,10 @@ class LedgerImporter:
         if chunk:
             await self._load_chunk(chunk, summary)
         await self.conn.exec_driver_sql("DROP TABLE IF EXISTS import_txn")
+        if self.dialect == "postgresql" and summary.inserted >= ANALYZE_AFTER_INSERTS:
+            # After a bulk load the planner's row estimate for `transactions` is stale until
+            # autovacuum gets to it; the next import's join and the lookups need a fresh one.
+            await self.conn.exec_driver_sql("ANALYZE transactions")
         summary.rejected.sort(key=lambda r: r.line)
         return summary
 
@@ -326,14 +385,14 @@ class LedgerImporter:
             )
             self._merchants.update({no: id_ for no, id_ in found.all()})
             names = {r.merchant_no: r.merchant_name for r in rows}
-            for no in sorted(new_merchants - self._merchants.keys()):
-                res = await self.conn.execute(
-                    insert(Merchant).values(merchant_no=no, name=names[no])
+            missing = sorted(new_merchants - self._merchants.keys())
+            if missing:  # one statement for all of them, not a round trip each
+                created = await self.conn.execute(
+                    insert(Merchant).returning(Merchant.merchant_no, Merchant.id),
+                    [{"merchant_no": no, "name": names[no]} for no in missing],
                 )
-                pk = res.inserted_primary_key
-                assert pk is not None
-                self._merchants[no] = pk[0]
-                summary.merchants_created += 1
+                self._merchants.update({no: id_ for no, id_ in created.all()})
+                summary.merchants_created += len(missing)
         new_terminals = {r.terminal_no for r in rows} - self._terminals.keys()
         if new_terminals:
             known = await self.conn.execute(
@@ -343,15 +402,19 @@ class LedgerImporter:
             )
             self._terminals.update({no: (tid, mid) for no, tid, mid in known.all()})
             owners = {r.terminal_no: r.merchant_no for r in rows}
-            for no in sorted(new_terminals - self._terminals.keys()):
-                mid = self._merchants[owners[no]]
-                res = await self.conn.execute(
-                    insert(Terminal).values(terminal_no=no, merchant_id=mid)
+            missing = sorted(new_terminals - self._terminals.keys())
+            if missing:
+                made = await self.conn.execute(
+                    insert(Terminal).returning(
+                        Terminal.terminal_no, Terminal.id, Terminal.merchant_id
+                    ),
+                    [
+                        {"terminal_no": no, "merchant_id": self._merchants[owners[no]]}
+                        for no in missing
+                    ],
                 )
-                pk = res.inserted_primary_key
-                assert pk is not None
-                self._terminals[no] = (pk[0], mid)
-                summary.terminals_created += 1
+                self._terminals.update({no: (tid, mid) for no, tid, mid in made.all()})
+                summary.terminals_created += len(missing)
 
     async def _load_chunk(self, rows: list[LedgerRow], summary: ImportSummary) -> None:
         await self._resolve_parties(rows, summary)
@@ -368,11 +431,14 @@ class LedgerImporter:
         if not records:
             return
         await self._stage(records)
-        updated, inserted = await self._merge()
+        updated, inserted = await self._merge(len(records))
         summary.inserted += inserted
         summary.updated += updated
         summary.unchanged += len(records) - inserted - updated
-        await self.conn.exec_driver_sql("DELETE FROM import_txn")
+        # TRUNCATE: deleted rows would stay in the temporary table (our own transaction holds
+        # them) and every later chunk would scan them again.
+        clear = "TRUNCATE import_txn" if self.dialect == "postgresql" else "DELETE FROM import_txn"
+        await self.conn.exec_driver_sql(clear)
 
     async def _stage(self, records: list[tuple[Any, ...]]) -> None:
         if self.dialect == "postgresql":
@@ -383,13 +449,23 @@ class LedgerImporter:
                 "import_txn", records=records, columns=list(TXN_COLUMNS)
             )
             return
+        # SQLite keeps times as text: write them exactly as SQLAlchemy binds them
+        # ("2026-09-10 00:00:00.000000"), or a transaction at midnight would sort before a
+        # window that starts at midnight.
+        at = TXN_COLUMNS.index("txn_time")
+        rows = [(*r[:at], f"{r[at]:%Y-%m-%d %H:%M:%S.%f}", *r[at + 1 :]) for r in records]
         marks = ", ".join("?" for _ in TXN_COLUMNS)
         await self.conn.exec_driver_sql(
-            f"INSERT INTO import_txn ({', '.join(TXN_COLUMNS)}) VALUES ({marks})", records
+            f"INSERT INTO import_txn ({', '.join(TXN_COLUMNS)}) VALUES ({marks})", rows
         )
 
-    async def _merge(self) -> tuple[int, int]:
-        """Update changed rows, then insert new ones; return (updated, inserted)."""
+    async def _merge(self, staged: int) -> tuple[int, int]:
+        """Insert new rows, then update changed ones; return (updated, inserted).
+
+        Rows just inserted equal their staged values, so the update never counts them; when
+        every staged row was new (a first load) there is nothing to compare and the update,
+        a join against the whole table, is skipped.
+        """
         data_cols = [c for c in TXN_COLUMNS if c not in KEY_COLUMNS]
         differs = "IS DISTINCT FROM" if self.dialect == "postgresql" else "IS NOT"
         cast = "::timestamp" if self.dialect == "postgresql" else ""
@@ -397,15 +473,17 @@ class LedgerImporter:
         dst = ", ".join(f"transactions.{c}" for c in data_cols)
         key_match = " AND ".join(f"transactions.{c} = s.{c}" for c in KEY_COLUMNS)
         assignments = ", ".join(f"{c} = s.{c}" for c in data_cols)
-        updated = await self.conn.exec_driver_sql(
-            f"UPDATE transactions SET {assignments} FROM import_txn AS s "
-            f"WHERE {key_match} AND ({dst}) {differs} ({src})"
-        )
         cols = ", ".join(TXN_COLUMNS)
         select_cols = ", ".join(f"s.{c}{cast if c == 'txn_time' else ''}" for c in TXN_COLUMNS)
         inserted = await self.conn.exec_driver_sql(
             f"INSERT INTO transactions ({cols}) SELECT {select_cols} FROM import_txn AS s "
             f"WHERE true ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO NOTHING"
+        )
+        if inserted.rowcount == staged:
+            return 0, inserted.rowcount
+        updated = await self.conn.exec_driver_sql(
+            f"UPDATE transactions SET {assignments} FROM import_txn AS s "
+            f"WHERE {key_match} AND ({dst}) {differs} ({src})"
         )
         return updated.rowcount, inserted.rowcount
 

@@ -209,12 +209,16 @@ class Transaction(Base):
 
     __table_args__ = (
         UniqueConstraint("terminal_id", "batch_no", "voucher_no"),
-        Index(None, "merchant_id", "voucher_no"),
-        Index(None, "merchant_id", "reference_no"),
+        # Each lookup's index ends with txn_time, so it also serves the newest-first order
+        # (SQLite, which keeps no statistics, otherwise walks the merchant's time index).
+        Index(None, "merchant_id", "voucher_no", "txn_time"),
+        Index(None, "merchant_id", "reference_no", "txn_time"),
         Index(None, "merchant_id", "amount_fen", "txn_time"),
         Index(None, "merchant_id", "card_last4", "txn_time"),
         Index(None, "merchant_id", "txn_time"),
-        Index(None, "terminal_id", "txn_time"),
+        # The terminal's last transaction (重打最后一笔) and its detail list: one backward
+        # scan that stops after a row.
+        Index(None, "merchant_id", "terminal_id", "txn_time", "id"),
     )
 
 

@@ -116,3 +116,27 @@ async def test_ledger_rows_are_in_utc_free_local_time(sqlite_engine: AsyncEngine
             text("SELECT txn_time FROM transactions WHERE reference_no = '470435156322'")
         )
     assert str(stored).startswith("2026-09-09 23:33:00")
+
+
+async def test_midnight_transaction_is_found_by_its_day(engine: AsyncEngine) -> None:
+    from datetime import date
+
+    from core.lookup import by_day_amount
+
+    row = (
+        "898526018159083,药房,21535642,2026-09-10 00:00:00,SALE,wechat,88.00,,QR,000449,"
+        "000001,123456789012,,微信支付,银联商务,SUCCESS,01,"
+    )
+    huge = row.replace("88.00", "99999999999999999.00").replace("000001", "000002")
+    summary = await _import(engine, "\n".join([HEADER, row, huge]).encode())
+    assert summary.inserted == 1
+    assert [r.line for r in summary.rejected] == [3]
+    assert "larger than" in summary.rejected[0].reason
+    async with engine.connect() as conn:
+        merchant_id = await conn.scalar(select(Merchant.id))
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    async with AsyncSession(engine) as session:
+        assert merchant_id is not None
+        found = await by_day_amount(session, merchant_id, date(2026, 9, 10), 8800)
+    assert [t.voucher_no for t in found] == ["000001"]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 23:32:25.512887
+Create Date: 2026-11-26 00:07:20.128646
 """
 
 from collections.abc import Sequence
@@ -290,8 +290,13 @@ def upgrade() -> None:
             unique=False,
         )
         batch_op.create_index(
-            batch_op.f("ix_transactions_merchant_id_reference_no"),
-            ["merchant_id", "reference_no"],
+            batch_op.f("ix_transactions_merchant_id_reference_no_txn_time"),
+            ["merchant_id", "reference_no", "txn_time"],
+            unique=False,
+        )
+        batch_op.create_index(
+            batch_op.f("ix_transactions_merchant_id_terminal_id_txn_time_id"),
+            ["merchant_id", "terminal_id", "txn_time", "id"],
             unique=False,
         )
         batch_op.create_index(
@@ -300,13 +305,8 @@ def upgrade() -> None:
             unique=False,
         )
         batch_op.create_index(
-            batch_op.f("ix_transactions_merchant_id_voucher_no"),
-            ["merchant_id", "voucher_no"],
-            unique=False,
-        )
-        batch_op.create_index(
-            batch_op.f("ix_transactions_terminal_id_txn_time"),
-            ["terminal_id", "txn_time"],
+            batch_op.f("ix_transactions_merchant_id_voucher_no_txn_time"),
+            ["merchant_id", "voucher_no", "txn_time"],
             unique=False,
         )
 
@@ -738,10 +738,10 @@ def downgrade() -> None:
 
     op.drop_table("reprint_requests")
     with op.batch_alter_table("transactions", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_transactions_terminal_id_txn_time"))
-        batch_op.drop_index(batch_op.f("ix_transactions_merchant_id_voucher_no"))
+        batch_op.drop_index(batch_op.f("ix_transactions_merchant_id_voucher_no_txn_time"))
         batch_op.drop_index(batch_op.f("ix_transactions_merchant_id_txn_time"))
-        batch_op.drop_index(batch_op.f("ix_transactions_merchant_id_reference_no"))
+        batch_op.drop_index(batch_op.f("ix_transactions_merchant_id_terminal_id_txn_time_id"))
+        batch_op.drop_index(batch_op.f("ix_transactions_merchant_id_reference_no_txn_time"))
         batch_op.drop_index(batch_op.f("ix_transactions_merchant_id_card_last4_txn_time"))
         batch_op.drop_index(batch_op.f("ix_transactions_merchant_id_amount_fen_txn_time"))
 
