@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -33,9 +34,12 @@ from bot.middlewares import (
     WizardIdleMiddleware,
     build_i18n,
 )
+from bot.notify import TelegramStatusCards
 from core.clock import Clock, SystemClock
 from core.db import create_engine, create_session_maker
 from core.delivery import DeliveryConfig, DeliveryWorker
+from core.notify.pacing import PacedNotifier, PaceLimits
+from core.notify.worker import NotificationWorker, default_senders
 from core.settings import Settings
 from handlers import get_routers
 from handlers.human import ChatOrderMiddleware
@@ -44,14 +48,15 @@ log = logging.getLogger(__name__)
 LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
 
 
-def create_bot(settings: Settings, token: str | None = None) -> Bot:
+def create_bot(settings: Settings, token: str | None = None, *, retry_after: bool = True) -> Bot:
     """A Bot talking to `TELEGRAM_API_BASE` (Telegram, a local Bot API server, or the stand-in)."""
     secret = token or (settings.bot_token.get_secret_value() if settings.bot_token else None)
     if not secret:
         raise ValueError("BOT_TOKEN is not set")
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
     bot = Bot(token=secret, session=session, default=DefaultBotProperties(parse_mode=None))
-    telegram_client.install(bot)
+    if retry_after:
+        telegram_client.install(bot)
     return bot
 
 
@@ -125,6 +130,9 @@ class Runtime:
     clock: Clock
     delivery: DeliveryWorker
     delivery_wake: asyncio.Event
+    notifications: NotificationWorker
+    notify_wake: asyncio.Event
+    http: aiohttp.ClientSession
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _scheduler: AsyncIOScheduler | None = None
@@ -142,6 +150,22 @@ class Runtime:
         delivery = DeliveryWorker(
             maker, TelegramSender(bot, i18n), DeliveryConfig.from_settings(settings), clock=clock
         )
+        # The outbox paces Telegram itself (30/s overall, 1/s per chat), so it gets a Bot
+        # without the retry-on-429 middleware; WeCom / WeChat / webhooks share one session.
+        http = aiohttp.ClientSession()
+        cards = TelegramStatusCards(
+            create_bot(settings, token, retry_after=False), i18n, settings.timezone
+        )
+        senders = default_senders(
+            PacedNotifier(cards, PaceLimits(global_per_second=25)),
+            http,
+            translator=lambda m, loc: i18n.gettext(m, locale=loc),
+            wechat_api_base=settings.wechat_api_base,
+            timezone=settings.timezone,
+            default_locale=settings.default_locale,
+        )
+        notifications = NotificationWorker(maker, senders, clock=clock.now)
+        notify_wake = asyncio.Event()
         dp = create_dispatcher(
             settings,
             maker,
@@ -149,14 +173,33 @@ class Runtime:
             create_storage(settings),
             clock=clock,
             delivery_wake=delivery_wake,
+            notify_wake=notify_wake,
         )
-        return cls(settings, engine, maker, i18n, bot, dp, clock, delivery, delivery_wake)
+        return cls(
+            settings,
+            engine,
+            maker,
+            i18n,
+            bot,
+            dp,
+            clock,
+            delivery,
+            delivery_wake,
+            notifications,
+            notify_wake,
+            http,
+        )
 
     def start_workers(self) -> None:
         """Background work of this process: the delivery outbox (prints and PDFs) and,
         when RUN_SCHEDULER is on, the scheduled jobs."""
         self._tasks.append(
             asyncio.create_task(self.delivery.run(self._stop, self.delivery_wake), name="delivery")
+        )
+        self._tasks.append(
+            asyncio.create_task(
+                self.notifications.run(self._stop, self.notify_wake), name="notifications"
+            )
         )
         if self.settings.run_scheduler:
             from bot.scheduler import build_scheduler
@@ -171,6 +214,7 @@ class Runtime:
             self._scheduler = None
         self._stop.set()
         self.delivery_wake.set()
+        self.notify_wake.set()
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, 30)
@@ -180,6 +224,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.stop_workers()
+        await self.http.close()
         await self.dispatcher.storage.close()
         await self.bot.session.close()
         await self.engine.dispose()

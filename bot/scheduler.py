@@ -52,7 +52,7 @@ async def escalate_reviews(runtime: Runtime) -> int:
                         "reminded and will review it soon."
                     ).format(ref=request.ref)
                 await bot.send_message(operator.chat_id, text)
-            scheduling.mark_escalated(session, request, waited, now)
+            await scheduling.mark_escalated(session, request, waited, now)
             sent += 1
     return sent
 

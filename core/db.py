@@ -73,3 +73,8 @@ class AfterCommit:
         actions, self._actions = self._actions, []
         for action in actions:
             await action()
+
+
+def wake_on_commit(session: AsyncSession, wake: Callable[[], None]) -> None:
+    """Call `wake` (e.g. `event.set`) once the session's transaction commits."""
+    event.listen(session.sync_session, "after_commit", lambda _session: wake(), once=True)

@@ -24,12 +24,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
 from core.clock import Clock, SystemClock
+from core.db import wake_on_commit
 from core.locales import LOCALES
 from core.models import (
     ActorType,
@@ -43,6 +44,7 @@ from core.models import (
     RequestState,
     Terminal,
 )
+from core.notify import outbox as notify
 from core.printing.transport import (
     DEFAULT_TIMEOUT,
     PrinterConnectionError,
@@ -162,11 +164,6 @@ class NoPrinterBound(ValueError):
 
 
 # --- enqueueing (inside the caller's transaction; nothing is committed here) -----------------
-
-
-def wake_on_commit(session: AsyncSession, wake: Callable[[], None]) -> None:
-    """Call `wake` (e.g. `event.set`) once the session's transaction commits."""
-    event.listen(session.sync_session, "after_commit", lambda _session: wake(), once=True)
 
 
 def _utcnow() -> datetime:
@@ -709,7 +706,7 @@ class DeliveryWorker:
             item = await self._load(session, claim.job_id)
             self._finish(item.job, J.DONE, now)
             if item.request is not None and item.request.state is S.PRINTING:
-                transition(
+                event = transition(
                     session,
                     item.request,
                     S.DELIVERED,
@@ -719,6 +716,10 @@ class DeliveryWorker:
                         "channel": "print",
                         "printer": status.describe()[1],
                     },
+                    now=now,
+                )
+                await notify.enqueue(
+                    session, item.request, event, notify.EXTERNAL_CHANNELS, now=now
                 )
             await session.commit()
             locale = item.locale
@@ -887,12 +888,16 @@ class DeliveryWorker:
             item = await self._load(session, claim.job_id)
             self._finish(item.job, J.DONE, now)
             if item.request is not None and item.request.state in (S.APPROVED, S.FAILED):
-                transition(
+                event = transition(
                     session,
                     item.request,
                     S.DELIVERED,
                     ActorType.SYSTEM,
                     detail={"job": claim.job_id, "channel": "pdf"},
+                    now=now,
+                )
+                await notify.enqueue(
+                    session, item.request, event, notify.EXTERNAL_CHANNELS, now=now
                 )
             await session.commit()
 

@@ -519,3 +519,65 @@ class HandoffMessage(Base):
         Index(None, "merchant_message_id"),
         Index(None, "topic_message_id"),
     )
+
+
+# --- notifications (core.notify) -------------------------------------------------------------
+
+
+class NotifyChannel(enum.StrEnum):
+    TELEGRAM = "telegram"
+    WECOM = "wecom"
+    WECHAT = "wechat"
+    WEBHOOK = "webhook"
+
+
+class NotificationState(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class NotificationChannelConfig(Base):
+    """A merchant's notification channel: WeCom robot, WeChat template message, webhook."""
+
+    __tablename__ = "notification_channels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"))
+    channel: Mapped[NotifyChannel] = mapped_column(_enum(NotifyChannel))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+    __table_args__ = (UniqueConstraint("merchant_id", "channel"),)
+
+
+class Notification(Base):
+    """Outbox row: one event of a request told on one channel, at most once (dedupe_key)."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("reprint_requests.id", ondelete="CASCADE"))
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"))
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("request_events.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[NotifyChannel] = mapped_column(_enum(NotifyChannel))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dedupe_key: Mapped[str] = mapped_column(String(96), unique=True)
+    state: Mapped[NotificationState] = mapped_column(_enum(NotificationState))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(None, "state", "next_attempt_at"),
+        Index(None, "request_id"),
+        Index(None, "merchant_id", "created_at"),
+    )

@@ -32,6 +32,7 @@ from core.models import (
     Terminal,
     Transaction,
 )
+from core.notify import outbox as notify
 from core.requests import record, transition
 
 log = logging.getLogger(__name__)
@@ -286,6 +287,7 @@ async def _decide(
     )
     event.at = now or datetime.now(UTC)
     await session.flush()
+    await notify.enqueue(session, request, event, notify.EXTERNAL_CHANNELS, now=event.at)
     view = DecisionView(
         state=to_state,
         actor_type=ActorType.AGENT,
@@ -427,6 +429,7 @@ async def resubmit_documents(
             session, request, S.SUBMITTED, ActorType.OPERATOR, operator.telegram_user_id, detail
         )
         event.at = now or datetime.now(UTC)
+        await notify.enqueue(session, request, event, notify.EXTERNAL_CHANNELS, now=event.at)
         outcome = ResubmitOutcome.RESUBMITTED
     elif (
         request.state is S.SUBMITTED

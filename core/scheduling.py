@@ -22,6 +22,7 @@ from core.models import (
     RequestEvent,
     RequestState,
 )
+from core.notify import outbox as notify
 from core.requests import record, transition
 
 
@@ -43,10 +44,11 @@ async def overdue_reviews(
     return list(await session.scalars(stmt))
 
 
-def mark_escalated(
+async def mark_escalated(
     session: AsyncSession, request: ReprintRequest, waited: timedelta, now: datetime
 ) -> None:
-    record(
+    """Record the escalation (once per request) and tell the merchant's other channels."""
+    event = record(
         session,
         request,
         "escalated",
@@ -54,6 +56,7 @@ def mark_escalated(
         detail={"waited_minutes": int(waited.total_seconds() // 60)},
         now=now,
     )
+    await notify.enqueue(session, request, event, notify.EXTERNAL_CHANNELS, now=now)
 
 
 async def expire_stale(

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     review_sla_minutes: int = Field(default=30, ge=1)
     run_scheduler: bool = True
 
+    # Notifications: WeChat Official Account API (a stand-in in tests)
+    wechat_api_base: str = "https://api.weixin.qq.com"
+
     # Support hours (local time in `timezone`)
     support_hours_start: time = time(9, 0)
     support_hours_end: time = time(21, 0)

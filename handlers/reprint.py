@@ -36,6 +36,7 @@ from core.delivery import enqueue_delivery
 from core.display import TxnView
 from core.models import CopyChoice, Delivery, Merchant, Operator, Terminal, Transaction
 from core.money import AmountError, parse_amount
+from core.notify import outbox as notify
 from core.receipts import detail
 from core.requests import AmountNotConfirmed, Submission, find_by_key, idempotency_key, submit
 from core.review import Verdict, documents_required
@@ -644,6 +645,9 @@ async def _submit(wizard: Wizard) -> None:
         return
     assert result.decision is not None
     verdict = result.decision.verdict
+    await notify.enqueue_latest(
+        wizard.session, request, notify.EXTERNAL_CHANNELS, now=wizard.clock.now()
+    )
     if verdict is Verdict.APPROVE:
         terminal = await wizard.session.get(Terminal, txn.terminal_id)
         assert terminal is not None

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 00:07:20.128646
+Create Date: 2026-11-26 00:07:14.862605
 """
 
 from collections.abc import Sequence
@@ -99,6 +99,48 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_binding_codes")),
         sa.UniqueConstraint("code_hash", name=op.f("uq_binding_codes_code_hash")),
+    )
+    op.create_table(
+        "notification_channels",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("merchant_id", sa.Integer(), nullable=False),
+        sa.Column(
+            "channel",
+            sa.Enum(
+                "telegram",
+                "wecom",
+                "wechat",
+                "webhook",
+                name="notifychannel",
+                native_enum=False,
+                length=24,
+            ),
+            nullable=False,
+        ),
+        sa.Column("enabled", sa.Boolean(), server_default="1", nullable=False),
+        sa.Column("config", sa.JSON(), nullable=False),
+        sa.Column(
+            "created_at",
+            core.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            core.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"],
+            ["merchants.id"],
+            name=op.f("fk_notification_channels_merchant_id_merchants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_channels")),
+        sa.UniqueConstraint(
+            "merchant_id", "channel", name=op.f("uq_notification_channels_merchant_id_channel")
+        ),
     )
     op.create_table(
         "operators",
@@ -697,11 +739,103 @@ def upgrade() -> None:
             batch_op.f("ix_handoff_messages_topic_message_id"), ["topic_message_id"], unique=False
         )
 
+    op.create_table(
+        "notifications",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("request_id", sa.Integer(), nullable=False),
+        sa.Column("merchant_id", sa.Integer(), nullable=False),
+        sa.Column("event_id", sa.Integer(), nullable=True),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column(
+            "channel",
+            sa.Enum(
+                "telegram",
+                "wecom",
+                "wechat",
+                "webhook",
+                name="notifychannel",
+                native_enum=False,
+                length=24,
+            ),
+            nullable=False,
+        ),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("dedupe_key", sa.String(length=96), nullable=False),
+        sa.Column(
+            "state",
+            sa.Enum(
+                "pending",
+                "sending",
+                "sent",
+                "failed",
+                name="notificationstate",
+                native_enum=False,
+                length=24,
+            ),
+            nullable=False,
+        ),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column(
+            "next_attempt_at",
+            core.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column("last_error", sa.Text(), server_default="", nullable=False),
+        sa.Column(
+            "created_at",
+            core.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column("sent_at", core.models.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["event_id"],
+            ["request_events.id"],
+            name=op.f("fk_notifications_event_id_request_events"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"],
+            ["merchants.id"],
+            name=op.f("fk_notifications_merchant_id_merchants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["reprint_requests.id"],
+            name=op.f("fk_notifications_request_id_reprint_requests"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
+        sa.UniqueConstraint("dedupe_key", name=op.f("uq_notifications_dedupe_key")),
+    )
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_notifications_merchant_id_created_at"),
+            ["merchant_id", "created_at"],
+            unique=False,
+        )
+        batch_op.create_index(
+            batch_op.f("ix_notifications_request_id"), ["request_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_notifications_state_next_attempt_at"),
+            ["state", "next_attempt_at"],
+            unique=False,
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_notifications_state_next_attempt_at"))
+        batch_op.drop_index(batch_op.f("ix_notifications_request_id"))
+        batch_op.drop_index(batch_op.f("ix_notifications_merchant_id_created_at"))
+
+    op.drop_table("notifications")
     with op.batch_alter_table("handoff_messages", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_handoff_messages_topic_message_id"))
         batch_op.drop_index(batch_op.f("ix_handoff_messages_merchant_message_id"))
@@ -758,6 +892,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_operators_merchant_id"))
 
     op.drop_table("operators")
+    op.drop_table("notification_channels")
     op.drop_table("binding_codes")
     with op.batch_alter_table("processed_updates", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_processed_updates_at"))
