@@ -9,7 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from bot.sandbox.printer import PrinterStandIn
 from bot.sandbox.receivers import NotifyStandIn
+from core import enrolment
 from core.models import Merchant, NotifyChannel
 from core.notify.outbox import set_channel
 from tests.harness import MERCHANT_NO, BotHarness
@@ -17,8 +19,10 @@ from tests.harness import MERCHANT_NO, BotHarness
 SECRET = "webhook-secret"
 
 
-async def test_auto_approved_request_is_told_on_every_channel(tmp_path: Path) -> None:
-    async with NotifyStandIn() as receivers:
+async def test_auto_approved_request_is_printed_and_told_on_every_channel(
+    tmp_path: Path,
+) -> None:
+    async with NotifyStandIn() as receivers, PrinterStandIn() as printer:
         async with BotHarness(tmp_path, wechat_api_base=receivers.wechat_api_base) as h:
             async with h.runtime.session_maker() as session:
                 merchant_id = await session.scalar(
@@ -48,6 +52,7 @@ async def test_auto_approved_request_is_told_on_every_channel(tmp_path: Path) ->
                     NotifyChannel.WEBHOOK,
                     {"url": receivers.webhook_url("shop"), "secret": SECRET},
                 )
+                await enrolment.bind_printer(session, "21535642", printer.uri, 58)
                 await session.commit()
 
             chat = await h.bound_chat(8001)
@@ -56,11 +61,17 @@ async def test_auto_approved_request_is_told_on_every_channel(tmp_path: Path) ->
             await chat.next_message()
             await chat.send("149.09")
             await chat.press(await chat.next_message(), "顾客索要")
-            await chat.press(await chat.next_message(), "PDF · 持卡人存根")
+            await chat.press(await chat.next_message(), "打印 · 持卡人存根")
             await chat.press(await chat.next_message(), "提交申请")
             done = await chat.wait_for_text("已自动审核通过")
             ref = next(w for w in done["text"].split() if w.startswith("RP-"))
-            await chat.wait_for(lambda m: "document" in m, timeout=15)
+            await chat.wait_for(
+                lambda m: ref in (m.get("text") or "") and "的打印机上打印" in m["text"],
+                timeout=15,
+            )
+            await printer.idle()
+            assert len(printer.jobs) == 1
+            assert "重打印凭证" in "\n".join(printer.jobs[0].lines)
 
             h.runtime.notify_wake.set()
             for _ in range(200):  # approved + delivered, on three channels each
