@@ -37,6 +37,7 @@ TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {
     S.APPROVED: frozenset({S.PRINTING, S.DELIVERED, S.FAILED, S.EXPIRED}),
     S.PRINTING: frozenset({S.DELIVERED, S.FAILED}),
     S.FAILED: frozenset({S.PRINTING, S.DELIVERED}),
+    S.DRAFT: frozenset(),  # drafts live in the wizard (FSM), never in this table's rows
     S.REJECTED: frozenset(),
     S.DELIVERED: frozenset(),
     S.CANCELLED: frozenset(),
@@ -108,7 +109,7 @@ def transition(
 ) -> RequestEvent:
     """Move the request to `to_state` or raise `IllegalTransition`; the move is recorded."""
     from_state = request.state
-    if to_state not in TRANSITIONS[from_state]:
+    if to_state not in TRANSITIONS.get(from_state, frozenset()):
         raise IllegalTransition(request.ref, from_state, to_state)
     request.state = to_state
     request.updated_at = now or datetime.now(UTC)
