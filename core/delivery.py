@@ -65,6 +65,7 @@ from core.receipts.pdf import render_pdf
 from core.receipts.slip import DEFAULT_TIMEZONE, local_time, receipts_for
 from core.requests import record, transition
 from core.settings import Settings
+from core.workers import idle_until_work
 
 log = logging.getLogger(__name__)
 
@@ -419,25 +420,11 @@ class DeliveryWorker:
                     task.add_done_callback(running.discard)
                 if claims and len(claims) == room:
                     continue  # more may be due
-                await self._idle(stop_event, wake_event, running)
+                await idle_until_work(stop_event, wake_event, running, self.config.poll_interval)
         finally:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
             self._wake = None
-
-    async def _idle(
-        self, stop: asyncio.Event, wake: asyncio.Event, running: set[asyncio.Task[None]]
-    ) -> None:
-        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
-        try:
-            await asyncio.wait(
-                [*waiters, *running],
-                timeout=self.config.poll_interval,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
 
     def _poke(self) -> None:
         if self._wake is not None:
