@@ -20,12 +20,12 @@ from core import scheduling
 from core.db import unit_of_work
 from core.handoff import waiting_unanswered
 from handlers import texts
+from handlers.review import AGENTS_LOCALE
 
 if TYPE_CHECKING:
     from bot.app import Runtime
 
 log = logging.getLogger(__name__)
-AGENTS_LOCALE = "zh_CN"
 
 
 async def escalate_reviews(runtime: Runtime) -> int:
