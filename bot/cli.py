@@ -14,12 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import enrolment, ledger, migrations
 from core.db import create_engine, create_session_maker, unit_of_work
 from core.delivery import NoPrinterBound, print_test_page
-from core.models import OperatorRole
+from core.models import NotificationChannelConfig, NotifyChannel, OperatorRole
+from core.notify.outbox import set_channel
 from core.printing.transport import PrinterError, PrinterUriError
 from core.receipts.slip import local_time
 from core.settings import Settings, load_settings
@@ -109,6 +111,32 @@ async def cmd_merchant(args: argparse.Namespace, settings: Settings) -> None:
             elif args.action == "add":
                 m = await enrolment.add_merchant(session, args.merchant_no, args.name)
                 print(f"merchant {m.merchant_no} {m.name}")
+            elif args.action == "channel":
+                m = await enrolment.get_merchant(session, args.merchant_no)
+                channel = NotifyChannel(args.channel)
+                config: dict[str, Any] = {}
+                for item in args.set or []:
+                    key, sep, value = item.partition("=")
+                    if not sep or not key:
+                        raise UserError(f"--set takes KEY=VALUE, got {item!r}")
+                    config[key] = value
+                if args.off:
+                    row = await session.scalar(
+                        select(NotificationChannelConfig).where(
+                            NotificationChannelConfig.merchant_id == m.id,
+                            NotificationChannelConfig.channel == channel,
+                        )
+                    )
+                    if row is None:
+                        raise UserError(f"{channel.value} is not set up for {m.merchant_no}")
+                    row.enabled = False
+                else:
+                    try:
+                        await set_channel(session, m.id, channel, config)
+                    except ValueError as exc:
+                        raise UserError(str(exc)) from None
+                state = "off" if args.off else "on"
+                print(f"merchant {m.merchant_no} {channel.value} notifications {state}")
             else:
                 for m in await enrolment.list_merchants(session):
                     print(f"{m.merchant_no}\t{m.name}")
@@ -280,6 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("merchant_no")
     add.add_argument("name")
     m_verbs.add_parser("list", help="list merchants")
+    chan = m_verbs.add_parser(
+        "channel", help="notify a merchant on WeCom, WeChat or a webhook besides Telegram"
+    )
+    chan.add_argument("merchant_no")
+    chan.add_argument("channel", choices=[c.value for c in NotifyChannel if c.value != "telegram"])
+    chan.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="wecom: webhook_url; wechat: appid, secret, template_id, openid; webhook: url, secret",
+    )
+    chan.add_argument("--off", action="store_true", help="stop using this channel")
     merchant.set_defaults(func=cmd_merchant)
 
     terminal = verbs.add_parser("terminal", help="terminals and their printers")

@@ -69,6 +69,22 @@ def test_operator_session(cli, tmp_path: Path) -> None:
     assert cli("agent", "remove", "4242").returncode == 0
     assert cli("agent", "list").stdout.strip() == ""
 
+    on = cli(
+        "merchant",
+        "channel",
+        "898526018159083",
+        "webhook",
+        "--set",
+        "url=https://erp.example/hooks/reprint",
+        "--set",
+        "secret=s3",
+    )
+    assert on.stdout.strip() == "merchant 898526018159083 webhook notifications on"
+    off = cli("merchant", "channel", "898526018159083", "webhook", "--off")
+    assert off.stdout.strip() == "merchant 898526018159083 webhook notifications off"
+    rows = list(db.execute("SELECT channel, enabled, config FROM notification_channels"))
+    assert [(r[0], r[1]) for r in rows] == [("webhook", 0)] and "erp.example" in rows[0][2]
+
 
 def test_user_mistakes_are_one_line(cli, tmp_path: Path) -> None:
     cli("db", "upgrade")
@@ -83,3 +99,12 @@ def test_user_mistakes_are_one_line(cli, tmp_path: Path) -> None:
     _assert_user_error(cli("terminal", "bind-printer", "21535642", "lpt://1"), "scheme")
     _assert_user_error(cli("agent", "remove", "77"), "not an agent")
     _assert_user_error(cli("agent", "add", "bob"), "not a Telegram user id")
+    assert cli("merchant", "add", "898526018159083", "药房").returncode == 0
+    _assert_user_error(cli("merchant", "channel", "898526018159083", "webhook"), "needs url")
+    _assert_user_error(
+        cli("merchant", "channel", "898526018159083", "wecom", "--set", "webhook_url=ftp://x"),
+        "http(s) URL",
+    )
+    _assert_user_error(
+        cli("merchant", "channel", "898526018159083", "wechat", "--off"), "not set up"
+    )
