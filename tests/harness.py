@@ -53,8 +53,16 @@ async def _seeded_template() -> Path:
 class BotHarness:
     """Starts the stand-in, a migrated database with the sample ledger, and the bot."""
 
-    def __init__(self, tmp_path: Path, *, clock: FixedClock | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        clock: FixedClock | None = None,
+        workers: bool = True,
+        **settings: Any,
+    ) -> None:
         self.tmp_path = tmp_path
+        self.workers = workers
         self.overrides = settings
         # Two days after the sample ledger's last transaction, in Shanghai.
         self.clock = clock or FixedClock(datetime(2026, 9, 25, 10, 0, tzinfo=SHANGHAI))
@@ -81,7 +89,8 @@ class BotHarness:
             shutil.copyfile(await _seeded_template(), self.tmp_path / "bot.db")
         self.runtime = await Runtime.create(self.settings, clock=self.clock)
         await register_commands(self.runtime.bot, self.runtime.i18n)
-        self.runtime.start_workers()
+        if self.workers:
+            self.runtime.start_workers()
         await self.start_polling()
         return self
 
@@ -108,6 +117,16 @@ class BotHarness:
         await self.stop_polling()
         await self.runtime.close()
         await self.standin.stop()
+
+    async def restart(self, *, workers: bool = True) -> None:
+        """Stop this bot process abruptly (no workers drained) and start a fresh one on the
+        same database and Bot API stand-in, as after a crash and a restart."""
+        await self.stop_polling()
+        await self.runtime.close()
+        self.runtime = await Runtime.create(self.settings, clock=self.clock)
+        if workers:
+            self.runtime.start_workers()
+        await self.start_polling()
 
     async def invite(self, merchant_no: str = MERCHANT_NO, ttl: timedelta | None = None) -> str:
         async with unit_of_work(self.runtime.session_maker) as session:
