@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from aiogram import Bot, F, Router
+from aiogram import BaseMiddleware, Bot, F, Router
 from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.types import (
@@ -23,6 +24,7 @@ from aiogram.types import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
+    TelegramObject,
 )
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
@@ -441,76 +443,68 @@ def _delivery_label(delivery: str, copies: str) -> str:
     return f"{where} · {which}"
 
 
-async def _wizard(
-    event: Message | CallbackQuery,
-    bot: Bot,
-    state: FSMContext,
-    session: AsyncSession,
-    operator: Operator,
-    settings: Settings,
-    clock: Clock,
-    after_commit: AfterCommit,
-    delivery_wake: asyncio.Event,
-) -> Wizard:
-    chat_id = event.chat.id if isinstance(event, Message) else event.from_user.id
-    data = await state.get_data()
-    return Wizard(
-        bot, chat_id, state, data, session, operator, settings, clock, after_commit, delivery_wake
-    )
+class WizardMiddleware(BaseMiddleware):
+    """Builds the bound operator's `Wizard` for each wizard handler (as `wizard`; None when the
+    sender is not bound), so handlers don't each gather the runtime's services themselves."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        operator: Operator | None = data.get("operator")
+        wizard = None
+        if operator is not None and isinstance(event, Message | CallbackQuery):
+            chat_id = event.chat.id if isinstance(event, Message) else event.from_user.id
+            state: FSMContext = data["state"]
+            wizard = Wizard(
+                data["bot"],
+                chat_id,
+                state,
+                await state.get_data(),
+                data["session"],
+                operator,
+                data["settings"],
+                data["clock"],
+                data["after_commit"],
+                data["delivery_wake"],
+            )
+        data["wizard"] = wizard
+        return await handler(event, data)
 
 
 # --- entry ---------------------------------------------------------------------------------
 
 
-async def start_reprint(
-    event: Message | CallbackQuery,
-    bot: Bot,
-    state: FSMContext,
-    session: AsyncSession,
-    operator: Operator | None,
-    settings: Settings,
-    clock: Clock,
-    after_commit: AfterCommit,
-    delivery_wake: asyncio.Event,
-) -> None:
+async def start_reprint(event: Message | CallbackQuery, bot: Bot, wizard: Wizard | None) -> None:
     if isinstance(event, CallbackQuery):
         await event.answer()
-    if operator is None:
+    if wizard is None:
         await bot.send_message(
             event.from_user.id if event.from_user else 0,
             _("Please bind first: send the one-time binding code from your acquirer."),
         )
         return
-    await state.clear()
-    await state.set_data(
-        {
-            "wid": secrets.token_hex(3),
-            "stack": [],
-            "touched": clock.now().timestamp(),
-            "locale": operator.language,
-        }
-    )
-    wizard = await _wizard(
-        event, bot, state, session, operator, settings, clock, after_commit, delivery_wake
-    )
+    await wizard.state.clear()
+    wizard.data = {
+        "wid": secrets.token_hex(3),
+        "stack": [],
+        "touched": wizard.clock.now().timestamp(),
+        "locale": wizard.operator.language,
+    }
     await wizard.show("method")
 
 
 async def on_button(
     query: CallbackQuery,
     callback_data: WizCb,
-    bot: Bot,
-    state: FSMContext,
     session: AsyncSession,
     operator: Operator | None,
-    settings: Settings,
-    clock: Clock,
-    after_commit: AfterCommit,
-    delivery_wake: asyncio.Event,
+    wizard: Wizard | None,
 ) -> None:
     """Every wizard button: check it belongs to the running wizard, then act."""
-    data = await state.get_data()
-    if operator is None or data.get("wid") != callback_data.wid:
+    if wizard is None or wizard.data.get("wid") != callback_data.wid:
         await _stale_button(query, callback_data, session, operator)
         return
     await query.answer()
@@ -520,12 +514,11 @@ async def on_button(
             await query.message.edit_reply_markup(reply_markup=None)
         except Exception:  # already edited by a concurrent tap; harmless
             pass
-    wizard = await _wizard(
-        query, bot, state, session, operator, settings, clock, after_commit, delivery_wake
-    )
+    session, operator, clock = wizard.session, wizard.operator, wizard.clock
+    settings = wizard.settings
     action, value = callback_data.action, callback_data.value
     if action == "cancel":
-        await state.clear()
+        await wizard.state.clear()
         await wizard.say(_("Cancelled. Nothing was submitted."), _menu_markup())
     elif action == "back":
         await wizard.back()
@@ -689,24 +682,11 @@ def _menu_markup() -> InlineKeyboardMarkup:
 # --- typed input ---------------------------------------------------------------------------
 
 
-async def on_text(
-    message: Message,
-    bot: Bot,
-    state: FSMContext,
-    session: AsyncSession,
-    operator: Operator,
-    settings: Settings,
-    clock: Clock,
-    after_commit: AfterCommit,
-    delivery_wake: asyncio.Event,
-) -> None:
+async def on_text(message: Message, wizard: Wizard) -> None:
     """Text typed during the wizard, read according to the current step."""
-    wizard = await _wizard(
-        message, bot, state, session, operator, settings, clock, after_commit, delivery_wake
-    )
     step = wizard.data.get("step")
     text = (message.text or "").strip()
-    merchant_id = operator.merchant_id
+    session, merchant_id = wizard.session, wizard.operator.merchant_id
     if step == "voucher":
         if not (text.isdigit() and len(text) <= 6):
             await wizard.say(_("A voucher no. has up to 6 digits, like 000217. Try again."))
@@ -806,21 +786,8 @@ async def _confirm_amount(wizard: Wizard, text: str) -> None:
     )
 
 
-async def on_document(
-    message: Message,
-    bot: Bot,
-    state: FSMContext,
-    session: AsyncSession,
-    operator: Operator,
-    settings: Settings,
-    clock: Clock,
-    after_commit: AfterCommit,
-    delivery_wake: asyncio.Event,
-) -> None:
+async def on_document(message: Message, wizard: Wizard) -> None:
     """A photo or file during the documents step is kept with the request."""
-    wizard = await _wizard(
-        message, bot, state, session, operator, settings, clock, after_commit, delivery_wake
-    )
     if message.photo:
         photo = message.photo[-1]
         doc = [photo.file_id, f"photo-{message.message_id}.jpg", "image/jpeg", photo.file_size or 0]
@@ -847,6 +814,8 @@ def create_router() -> Router:
     router = Router(name="reprint")
     router.message.filter(F.chat.type == "private")
     router.callback_query.filter(F.message.chat.type == "private")
+    router.message.middleware(WizardMiddleware())
+    router.callback_query.middleware(WizardMiddleware())
     router.message.register(start_reprint, Command("reprint"))
     router.callback_query.register(start_reprint, MenuCb.filter(F.action == "reprint"))
     router.message.register(cancel, Command("cancel"))
