@@ -18,16 +18,16 @@
 4. The floor: a plain Dispatcher with one router whose message handler does
    `await message.answer(message.text)`, same Bot, no middlewares, no database.
    Target: the full /help path within 3x of the echo floor on SQLite.
+   A fifth pass runs /help with SUPPORT_CHAT_ID set, as deployed: every private message is
+   then first checked for an open conversation with a person (one indexed read).
 5. Every pass is checked: each update must produce exactly one sendMessage, to its own chat,
    with the expected text (the bound operator's help in their language; the echo), and the
-   database must hold one processed_updates row per /help answered. Anything else (and any
-   error the bot logs) makes the run exit with 1, so a broken path can't pass for a fast one.
+   database must hold one processed_updates row per /help answered (after the update
+   ledger's batched writes are flushed). Anything else (and any error the bot logs) makes
+   the run exit with 1, so a broken path can't pass for a fast one.
 6. When the target is missed (or with --profile), a diagnosis: SQL statements and aiosqlite
-   thread round trips per /help; concurrent /help with the dedup row written first (as is)
-   or at commit, with and without an in-process writer lock; the cost of the reply keyboard;
-   how often `Response[...]` is rebuilt; the echo handler behind create_dispatcher's own
-   middlewares added one at a time; the suggested fixes emulated here, cumulatively
-   ("what-ifs", bench-only: nothing outside bench/ is changed); a cProfile of the /help pass.
+   thread round trips per /help; the echo handler behind create_dispatcher's own
+   middlewares added one at a time; a cProfile of the /help pass.
 
 No assertions on time: it prints figures and ratios. The machine's other load shows in them;
 the diagnosis rows are timed round robin, best of --diagnosis-repeat, to even that out.
@@ -49,43 +49,38 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
-from unittest.mock import patch
 
 import aiogram
 import aiosqlite
-import pydantic._internal._generics as pydantic_generics
 import sqlalchemy
 from aiogram import BaseMiddleware, Bot, Dispatcher, Router
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.base import BaseSession
 from aiogram.dispatcher.middlewares.manager import MiddlewareManager
 from aiogram.fsm.storage.memory import MemoryStorage
-from aiogram.methods import GetMe, Response, SendMessage, TelegramMethod
+from aiogram.methods import GetMe, SendMessage, TelegramMethod
 from aiogram.methods.base import TelegramType
-from aiogram.types import InlineKeyboardMarkup, Message, Update
+from aiogram.types import Message, Update
 from aiogram.utils.i18n import I18n
 from sqlalchemy import event, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import telegram_client
 from bot.app import LOCALES_DIR, create_dispatcher
-from bot.middlewares import DbSessionMiddleware, OperatorMiddleware, build_i18n
+from bot.middlewares import build_i18n
 from core import binding, enrolment
 from core.binding import BindOutcome
-from core.db import AfterCommit, create_engine, create_session_maker, unit_of_work
+from core.db import create_engine, create_session_maker, unit_of_work
 from core.ledger import import_ledger
 from core.migrations import upgrade_async
-from core.models import Operator, ProcessedUpdate
+from core.models import ProcessedUpdate
 from core.settings import Settings, load_settings
-from handlers import keyboards
-from handlers import start as start_handlers
 from handlers.start import _help_bound
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +94,7 @@ BOT_USER: dict[str, Any] = {
     "username": "reprint_bench_bot",
 }
 FIRST_USER_ID = 700_000_000
+SUPPORT_CHAT_ID = -1001234567890
 TARGET_RATIO = 3.0
 LANGUAGES = ("zh_CN", "en")  # operators alternate, so both catalogues are exercised
 
@@ -550,54 +546,6 @@ async def sql_per_update(
         print(f"  {count / n:5.2f}  {key}")
 
 
-class CachedOperator(BaseMiddleware):
-    """What-if: OperatorMiddleware with an in-process cache of bound operators.
-
-    A hit is attached to the update's session with `merge(load=False)`: no SQL.
-    (A real one must be invalidated by binding.redeem / set_language / deactivation.)
-    """
-
-    def __init__(self) -> None:
-        self.cache: dict[int, Operator] = {}
-
-    async def __call__(
-        self,
-        handler: Callable[[Any, dict[str, Any]], Awaitable[Any]],
-        event: Any,
-        data: dict[str, Any],
-    ) -> Any:
-        user = data.get("event_from_user")
-        session: AsyncSession | None = data.get("session")
-        operator: Operator | None = None
-        if user is not None and session is not None:
-            cached = self.cache.get(user.id)
-            if cached is None:
-                operator = await binding.find_operator(session, user.id)
-                if operator is not None:
-                    self.cache[user.id] = operator
-            else:
-                operator = await session.merge(cached, load=False)
-        data["operator"] = operator
-        return await handler(event, data)
-
-
-class SnapshotOperator(BaseMiddleware):
-    """Upper bound: the operator from memory, and no database session at all."""
-
-    def __init__(self, operators: dict[int, Operator]) -> None:
-        self.operators = operators
-
-    async def __call__(
-        self,
-        handler: Callable[[Any, dict[str, Any]], Awaitable[Any]],
-        event: Any,
-        data: dict[str, Any],
-    ) -> Any:
-        user = data.get("event_from_user")
-        data["operator"] = self.operators.get(user.id) if user is not None else None
-        return await handler(event, data)
-
-
 def full_dispatcher(
     world: World, maker: async_sessionmaker[AsyncSession] | None = None
 ) -> Dispatcher:
@@ -625,78 +573,6 @@ def swap_middlewares(dp: Dispatcher, replace: dict[type[Any], BaseMiddleware | N
     return dp
 
 
-@contextmanager
-def pinned_response_types() -> Iterator[None]:
-    """Hold Response[Message] and Response[bool] so pydantic's weak generic cache keeps them."""
-    pinned = [Response[Message], Response[bool]]
-    try:
-        yield
-    finally:
-        pinned.clear()
-        gc.collect()
-
-
-@contextmanager
-def cached_main_menu(i18n: I18n) -> Iterator[None]:
-    """handlers.start.main_menu built once per locale instead of once per reply."""
-    cache: dict[str, InlineKeyboardMarkup] = {}
-
-    def main_menu() -> InlineKeyboardMarkup:
-        locale = i18n.current_locale
-        markup = cache.get(locale)
-        if markup is None:
-            markup = cache[locale] = keyboards.main_menu()
-        return markup
-
-    with patch.object(start_handlers, "main_menu", main_menu):
-        yield
-
-
-async def response_rebuilds(
-    world: World, bot: Bot, session: RecordingSession, ids: UpdateIds, n: int
-) -> None:
-    """How often check_response rebuilds Response[Message] (pydantic's cache is weak)."""
-    built: list[float] = []
-    original = pydantic_generics.create_generic_submodel
-
-    def timed_build(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            built.append(time.perf_counter() - start)
-
-    dp = full_dispatcher(world)
-    for label, target in (("echo floor", echo_dispatcher()), ("/help full", dp)):
-        text, expected = ("/help", world.expected_help) if target is dp else ("bench", echo_text)
-        updates = make_updates(bot, ids.take(n), world.user_ids, text)
-        built.clear()
-        pydantic_generics.create_generic_submodel = timed_build
-        try:
-            seconds = await timed(partial(feed, target, bot, updates))
-        finally:
-            pydantic_generics.create_generic_submodel = original
-        check_replies(f"{label} rebuild count", session, updates, expected)
-        print(
-            f"  {label:<11} rebuilt {len(built):3d} times in {n} updates: "
-            f"{sum(built) * 1e3:6.1f} ms, {sum(built) / seconds:5.1%} of the pass "
-            f"({sum(built) / n * 1e6:.0f} µs/update)"
-        )
-
-
-async def main_menu_cost(world: World, n: int = 300) -> None:
-    with world.i18n.context(), world.i18n.use_locale("zh_CN"):
-        keyboards.main_menu()
-        started = time.perf_counter()
-        for _ in range(n):
-            keyboards.main_menu()
-        per = (time.perf_counter() - started) / n
-    print(
-        f"handlers.keyboards.main_menu() alone (the /help reply's keyboard): {per * 1e6:,.0f} µs "
-        "per call (InlineKeyboardBuilder deep-copies its markup on every button and export)"
-    )
-
-
 async def layer_costs(
     world: World, bot: Bot, session: RecordingSession, ids: UpdateIds, n: int, repeat: int
 ) -> None:
@@ -719,129 +595,6 @@ async def layer_costs(
     print(f"Layer by layer (sequential, {n} updates, best of {repeat}; the echo handler until")
     print("the last row, which is the real routers and /help handler):")
     await print_variants(rows, bot, session, ids, world.user_ids, n, repeat)
-
-
-async def what_ifs(
-    world: World, bot: Bot, session: RecordingSession, ids: UpdateIds, n: int, repeat: int
-) -> None:
-    """The /help path with the suggested fixes emulated here (bench-only, cumulative)."""
-    async with world.maker() as db:
-        loaded = (await db.scalars(select(Operator))).all()
-    snapshot = {operator.telegram_user_id: operator for operator in loaded}
-
-    @contextmanager
-    def menu_and_pinned() -> Iterator[None]:
-        with ExitStack() as stack:
-            stack.enter_context(cached_main_menu(world.i18n))
-            stack.enter_context(pinned_response_types())
-            yield
-
-    def help_row(
-        label: str,
-        replace: dict[type[Any], BaseMiddleware | None] | None = None,
-        setting: Callable[[], AbstractContextManager[None]] = menu_and_pinned,
-    ) -> Pass:
-        dp = swap_middlewares(full_dispatcher(world), replace or {})
-        return Pass(label, dp, "/help", world.expected_help, setting=setting)
-
-    echo_row = Pass("echo floor (reference)", echo_dispatcher(), "bench echo", echo_text)
-    rows = [
-        echo_row,
-        help_row("create_dispatcher as is", setting=nullcontext),
-        help_row("1 + main_menu cached per locale", setting=partial(cached_main_menu, world.i18n)),
-        help_row("2 + Response[...] types pinned"),
-        help_row("3 + operator cache (no SELECT)", {OperatorMiddleware: CachedOperator()}),
-        help_row(
-            "4 + no DB transaction for /help",
-            {DbSessionMiddleware: None, OperatorMiddleware: SnapshotOperator(snapshot)},
-        ),
-    ]
-    print(f"What-ifs (sequential, {n} updates, best of {repeat}; each row adds to those above):")
-    await print_variants(rows, bot, session, ids, world.user_ids, n, repeat, echo_row)
-
-
-class LateDedupeDbSession(DbSessionMiddleware):
-    """What-if: DbSessionMiddleware that writes ProcessedUpdate just before the commit.
-
-    The duplicate check is a read at the start (no lock on SQLite, whose driver only opens
-    a transaction at the first write), so an update that writes nothing else holds SQLite's
-    single write lock for one INSERT and the COMMIT, not across its Bot API calls.
-    With `writer_lock`, those final writes also queue on an asyncio.Lock (first come, first
-    served) instead of polling SQLite's busy handler, which lets unlucky updates starve.
-    """
-
-    def __init__(
-        self, session_maker: async_sessionmaker[AsyncSession], writer_lock: bool = False
-    ) -> None:
-        super().__init__(session_maker)
-        self.writer_lock: asyncio.Lock | None = asyncio.Lock() if writer_lock else None
-
-    async def __call__(
-        self,
-        handler: Callable[[Any, dict[str, Any]], Awaitable[Any]],
-        event: Any,
-        data: dict[str, Any],
-    ) -> Any:
-        assert isinstance(event, Update)
-        async with self.session_maker() as session:
-            if await session.get(ProcessedUpdate, event.update_id) is not None:
-                return None
-            data["session"] = session
-            after_commit = AfterCommit()
-            data["after_commit"] = after_commit
-            try:
-                result = await handler(event, data)
-                async with self.writer_lock or nullcontext():
-                    session.add(ProcessedUpdate(update_id=event.update_id))
-                    await session.commit()
-            except IntegrityError:  # the same update, handled concurrently elsewhere
-                await session.rollback()
-                return None
-            except BaseException:
-                await session.rollback()
-                raise
-            await after_commit.run()
-            return result
-
-
-async def concurrency_what_if(
-    world: World,
-    bot: Bot,
-    session: RecordingSession,
-    ids: UpdateIds,
-    n: int,
-    feeders: int,
-    failures: list[str],
-) -> None:
-    """Concurrent /help: the write lock held across the handler, or only at the end."""
-    latency = f"{session.latency * 1e3:g} ms Bot API latency"
-    print(f"SQLite's write lock under {feeders} concurrent feeders ({n} updates, {latency}):")
-    variants: list[tuple[str, DbSessionMiddleware]] = [
-        ("as is (INSERT first, lock to commit)", DbSessionMiddleware(world.maker)),
-        ("ProcessedUpdate written at commit", LateDedupeDbSession(world.maker)),
-        ("  + asyncio.Lock around that write", LateDedupeDbSession(world.maker, True)),
-    ]
-    rows = [
-        Pass(
-            label,
-            swap_middlewares(full_dispatcher(world), {DbSessionMiddleware: middleware}),
-            "/help",
-            world.expected_help,
-            feeders,
-        )
-        for label, middleware in variants
-    ]
-    columns = f"{'updates/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-    print(f"  {'DbSessionMiddleware':<38}{columns}  replies")
-    for p in rows:
-        await run_pass(p, bot, session, ids, world.user_ids, n)
-        run = p.best_run
-        replies = p.broken[0].split("\n")[0].split(": ", 1)[1] if p.broken else "all as expected"
-        print(
-            f"  {p.label:<38}{run.rate:>10,.0f}{run.quantile(0.5) * 1e3:>9.1f}"
-            f"{run.quantile(0.99) * 1e3:>9.1f}{run.latencies[-1] * 1e3:>9.1f}  {replies}"
-        )
-        failures.extend(p.broken)
 
 
 async def print_variants(
@@ -1024,7 +777,14 @@ async def measure(
     full_conc = Pass(
         f"/help full, {feeders} concurrent", full_dp, "/help", world.expected_help, feeders
     )
-    passes = [echo_seq, echo_conc, full_seq, full_conc]
+    # As deployed: with the agents' group set, a private message is first checked for an
+    # open conversation with a person (one indexed read), so /help touches the database.
+    support = world.settings.model_copy(update={"support_chat_id": SUPPORT_CHAT_ID})
+    support_dp = create_dispatcher(support, world.maker, world.i18n, MemoryStorage())
+    full_support = Pass(
+        "/help full + SUPPORT_CHAT_ID, seq.", support_dp, "/help", world.expected_help
+    )
+    passes = [echo_seq, echo_conc, full_seq, full_conc, full_support]
 
     print(
         f"Dispatcher benchmark: Python {platform.python_version()}, aiogram {aiogram.__version__}"
@@ -1043,8 +803,10 @@ async def measure(
         for p in passes:
             await run_pass(p, bot, session, ids, world.user_ids, n)
     failures = [problem for p in passes for problem in p.broken]
+    for dp in (full_dp, support_dp):
+        await dp["updates"].flush()  # read-only updates' ids are written in batches
     rows = await processed_count(world.maker)
-    answered = full_seq.correct + full_conc.correct  # warm-ups included
+    answered = full_seq.correct + full_conc.correct + full_support.correct  # warm-ups included
     if rows != answered:
         failures.append(f"processed_updates holds {rows} rows for {answered} /help answered")
     print()
@@ -1055,26 +817,19 @@ async def measure(
         verdict("sequential:", full_seq, echo_seq),
         verdict(f"{feeders} concurrent:", full_conc, echo_conc),
     )
+    ratio = echo_seq.best / full_support.best
+    print(f"with SUPPORT_CHAT_ID set (as deployed), sequential: {ratio:.1f}x the echo floor")
     if worst <= TARGET_RATIO and not args.profile:
         return failures
     m, r = args.profile_updates, args.diagnosis_repeat
     print()
     await sql_per_update(world, full_dp, bot, session, ids, min(m, 200))
-    print()
-    await concurrency_what_if(world, bot, session, ids, m, feeders, failures)
     if session.latency:
         print()
         print("(With a Bot API latency the sequential diagnosis would time sleeps: skipped.)")
         return failures
     print()
-    await main_menu_cost(world)
-    print()
-    print("Response[...] rebuilds in check_response (pydantic keeps parametrized generics weakly):")
-    await response_rebuilds(world, bot, session, ids, m)
-    print()
     await layer_costs(world, bot, session, ids, m, r)
-    print()
-    await what_ifs(world, bot, session, ids, m, r)
     print()
     await profile_full(world, bot, session, ids, m, args.top)
     return failures

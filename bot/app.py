@@ -35,6 +35,7 @@ from bot.middlewares import (
     build_i18n,
 )
 from bot.notify import TelegramStatusCards
+from bot.updates import LocalUpdates, RedisUpdates, UpdateLedger
 from core.clock import Clock, SystemClock
 from core.db import create_engine, create_session_maker
 from core.delivery import DeliveryConfig, DeliveryWorker
@@ -69,6 +70,15 @@ def create_storage(settings: Settings) -> BaseStorage:
     return MemoryStorage()
 
 
+def update_ledger(
+    settings: Settings, session_maker: async_sessionmaker[AsyncSession]
+) -> UpdateLedger:
+    """Handled update ids: shared through Redis when `REDIS_URL` is set, else this process's."""
+    if settings.redis_url:
+        return RedisUpdates(settings.redis_url)
+    return LocalUpdates(session_maker)
+
+
 def create_dispatcher(
     settings: Settings,
     session_maker: async_sessionmaker[AsyncSession],
@@ -84,8 +94,10 @@ def create_dispatcher(
     )
     dp.update.outer_middleware(ChatOrderMiddleware())
     dp.update.outer_middleware(ThrottlingMiddleware(settings.throttle_per_second))
-    dp.update.outer_middleware(DbSessionMiddleware(session_maker))
-    dp.update.outer_middleware(OperatorMiddleware())
+    updates = update_ledger(settings, session_maker)
+    dp.update.outer_middleware(DbSessionMiddleware(session_maker, updates))
+    dp["updates"] = updates  # closed by Runtime.close (polling may stop and start again)
+    dp.update.outer_middleware(OperatorMiddleware(ttl=settings.operator_cache_seconds))
     dp.update.outer_middleware(OperatorLocaleMiddleware(i18n))
     idle = WizardIdleMiddleware(i18n, settings.wizard_idle_minutes * 60, clock)
     dp.message.outer_middleware(idle)
@@ -226,5 +238,6 @@ class Runtime:
         await self.stop_workers()
         await self.http.close()
         await self.dispatcher.storage.close()
+        await self.dispatcher["updates"].close()  # before the engine goes
         await self.bot.session.close()
         await self.engine.dispose()

@@ -15,10 +15,12 @@ from aiogram.types import CallbackQuery, Message, TelegramObject, Update, User
 from aiogram.utils.i18n import I18n, I18nMiddleware
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import make_transient_to_detached
 
+from bot.updates import UpdateLedger
 from core.binding import find_operator
 from core.clock import Clock
-from core.db import AfterCommit
+from core.db import AfterCommit, session_wrote
 from core.locales import LOCALES, locale_for
 from core.models import Operator, ProcessedUpdate
 
@@ -29,38 +31,56 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 class DbSessionMiddleware(BaseMiddleware):
     """Open one session per update and own its transaction (handlers never commit).
 
-    The update id is recorded in the same transaction, so a redelivered update that was
-    already handled is skipped, and one whose handling failed is handled again. The id is
-    written just before commit: a read-only update (most of them) never takes SQLite's
-    single write lock until its last moment, so concurrent updates don't queue behind it.
+    A redelivered update that was already handled is skipped (`bot.updates`). An update
+    that wrote commits its work together with its id in `processed_updates`, so one whose
+    handling failed (rolled back) is handled again when Telegram redelivers it. An update
+    that only read (most of them) commits nothing: its session is closed without a write,
+    and its id is recorded off its path by the ledger.
     """
 
-    def __init__(self, session_maker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, session_maker: async_sessionmaker[AsyncSession], updates: UpdateLedger
+    ) -> None:
         self.session_maker = session_maker
+        self.updates = updates
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Update)
-        async with self.session_maker() as session:
-            if await session.get(ProcessedUpdate, event.update_id) is not None:
-                log.info("update %s already processed; skipped", event.update_id)
-                return None
-            data["session"] = session
-            after_commit = AfterCommit()
-            data["after_commit"] = after_commit
-            try:
-                result = await handler(event, data)
-                session.add(ProcessedUpdate(update_id=event.update_id))
-                await session.commit()
-            except IntegrityError:
-                # The same update finished concurrently in another worker: keep its result.
-                await session.rollback()
-                log.info("update %s processed concurrently; this copy rolled back", event.update_id)
-                return None
-            except BaseException:
-                await session.rollback()
-                raise
-            await after_commit.run()
-            return result
+        update_id = event.update_id
+        if not await self.updates.claim(update_id):
+            log.info("update %s already handled; skipped", update_id)
+            return None
+        after_commit = AfterCommit()
+        settled = False
+        try:
+            async with self.session_maker() as session:
+                data["session"] = session
+                data["after_commit"] = after_commit
+                try:
+                    result = await handler(event, data)
+                    recorded = session_wrote(session)
+                    if recorded:
+                        session.add(ProcessedUpdate(update_id=update_id))
+                        await session.commit()
+                except IntegrityError:
+                    await session.rollback()
+                    if await session.get(ProcessedUpdate, update_id) is None:
+                        raise  # the handler's own constraint, not a duplicate
+                    # Handled already by another process (or before a restart): keep that.
+                    log.info("update %s handled elsewhere; this copy rolled back", update_id)
+                    return None
+                except BaseException:
+                    await session.rollback()
+                    raise
+                self.updates.done(update_id, recorded=recorded)
+                settled = True
+                # Still inside the session: some follow-ups read with it (a fresh transaction).
+                await after_commit.run()
+                return result
+        except BaseException:
+            if not settled:  # handled again if Telegram redelivers it
+                await self.updates.release(update_id)
+            raise
 
 
 class ThrottlingMiddleware(BaseMiddleware):
@@ -94,16 +114,62 @@ class ThrottlingMiddleware(BaseMiddleware):
 
 
 class OperatorMiddleware(BaseMiddleware):
-    """Put the bound operator (or None) into handler data as `operator`."""
+    """Put the bound operator (or None) into handler data as `operator`.
+
+    Bound operators are cached for `ttl` seconds, so an update that needs nothing else from
+    the database doesn't touch it. A cached operator is a detached, read-only snapshot shared
+    by updates: code that changes an operator merges it into its session first
+    (`core.binding.set_language`). An update that wrote anything drops its user's entry
+    (binding, a language change), and entries expire, so a change made by another process
+    shows within `ttl`. Unbound users are always looked up.
+    """
+
+    def __init__(self, ttl: float = 30.0, size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._cache: dict[int, tuple[float, Operator]] = {}
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
         session: AsyncSession | None = data.get("session")
-        operator: Operator | None = None
-        if user is not None and session is not None:
-            operator = await find_operator(session, user.id)
-        data["operator"] = operator
-        return await handler(event, data)
+        if user is None or session is None:
+            data["operator"] = None
+            return await handler(event, data)
+        data["operator"] = await self._operator(session, user.id)
+        try:
+            return await handler(event, data)
+        finally:
+            if session_wrote(session):
+                self._cache.pop(user.id, None)
+
+    async def _operator(self, session: AsyncSession, user_id: int) -> Operator | None:
+        now = time.monotonic()
+        hit = self._cache.get(user_id)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        operator = await find_operator(session, user_id)
+        if operator is None:
+            self._cache.pop(user_id, None)
+            return None
+        if len(self._cache) >= self.size:
+            self._cache = {k: v for k, v in self._cache.items() if now - v[0] < self.ttl}
+        self._cache[user_id] = (now, _detached_copy(operator))
+        return operator
+
+    def forget(self, user_id: int | None = None) -> None:
+        """Drop one user's cached operator, or all of them."""
+        if user_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(user_id, None)
+
+
+def _detached_copy(operator: Operator) -> Operator:
+    """A copy of the loaded columns, detached from any session (safe to share)."""
+    columns = Operator.__table__.columns.keys()
+    copy = Operator(**{name: getattr(operator, name) for name in columns})
+    make_transient_to_detached(copy)
+    return copy
 
 
 class OperatorLocaleMiddleware(I18nMiddleware):

@@ -112,6 +112,10 @@ async def redeem(
     return BindResult(outcome, attempts_left=left)
 
 
-async def set_language(session: AsyncSession, operator: Operator, language: str) -> None:
+async def set_language(session: AsyncSession, operator: Operator, language: str) -> Operator:
+    """Store the operator's language; `operator` may be a detached snapshot (the bot caches
+    them), so the change is made on the session's own copy, which is returned."""
+    operator = await session.merge(operator)
     operator.language = language
     await session.flush()
+    return operator

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import ORMExecuteState, Session
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -78,3 +79,25 @@ class AfterCommit:
 def wake_on_commit(session: AsyncSession, wake: Callable[[], None]) -> None:
     """Call `wake` (e.g. `event.set`) once the session's transaction commits."""
     event.listen(session.sync_session, "after_commit", lambda _session: wake(), once=True)
+
+
+# --- did an update write? --------------------------------------------------------------------
+# Most updates only read (/help, menus, paging). The bot's update middleware asks
+# `session_wrote` to skip the commit (and its write lock on SQLite) for those.
+
+
+@event.listens_for(Session, "after_flush")
+def _flushed(session: Session, _context: Any) -> None:
+    session.info["wrote"] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _executed(state: ORMExecuteState) -> None:
+    if not state.is_select:  # INSERT/UPDATE/DELETE statements, and anything not a SELECT
+        state.session.info["wrote"] = True
+
+
+def session_wrote(session: AsyncSession) -> bool:
+    """True if the session wrote (flushed or executed DML) or holds changes not yet flushed."""
+    sync = session.sync_session
+    return bool(sync.info.get("wrote") or sync.new or sync.dirty or sync.deleted)

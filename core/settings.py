@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     wizard_idle_minutes: float = Field(default=15, gt=0)
     amount_max_mismatches: int = Field(default=3, ge=1)
     throttle_per_second: float = Field(default=3.0, gt=0)
+    operator_cache_seconds: float = Field(default=30.0, ge=0)
     timezone: str = "Asia/Shanghai"
 
     # Review rules (money in integer fen)

@@ -87,7 +87,7 @@ from core.models import (
 from core.settings import Settings
 from handlers import texts
 from handlers.callbacks import MenuCb
-from handlers.filters import IsBound
+from handlers.filters import Is, IsBound
 from handlers.keyboards import main_menu
 
 log = logging.getLogger(__name__)
@@ -1226,12 +1226,12 @@ def _context(i18n: I18n) -> Iterator[None]:
 def create_router() -> Router:
     """The merchant's side, the agents' side and asking for a person, in that order."""
     merchant = Router(name="handoff_merchant")
-    merchant.message.filter(F.chat.type == "private", WithPerson())
+    merchant.message.filter(Is(F.chat.type == "private"), WithPerson())
     merchant.message.register(already_with_person, Command("human"))
     merchant.message.register(relay_to_agents)
-    merchant.edited_message.filter(F.chat.type == "private", IsBound())
+    merchant.edited_message.filter(Is(F.chat.type == "private"), IsBound())
     merchant.edited_message.register(follow_merchant_edit)
-    merchant.callback_query.filter(F.message.chat.type == "private", WithPerson())
+    merchant.callback_query.filter(Is(F.message.chat.type == "private"), WithPerson())
     merchant.callback_query.register(button_during_handoff)
 
     agents = Router(name="handoff_agents")
@@ -1244,10 +1244,10 @@ def create_router() -> Router:
     agents.callback_query.register(card_button, HandoffCb.filter())
 
     ask = Router(name="human_ask")
-    ask.message.filter(F.chat.type == "private", IsBound())
-    ask.callback_query.filter(F.message.chat.type == "private", IsBound())
+    ask.message.filter(Is(F.chat.type == "private"), IsBound())
+    ask.callback_query.filter(Is(F.message.chat.type == "private"), IsBound())
     ask.message.register(human_command, Command("human"))
-    ask.message.register(human_command, F.text.func(asks_for_person))
+    ask.message.register(human_command, Is(F.text.func(asks_for_person)))
     ask.callback_query.register(human_button, MenuCb.filter(F.action == "human"))
 
     router = Router(name="human")

@@ -17,7 +17,7 @@ from core.clock import Clock
 from core.delivery import NoPrinterBound, enqueue_test_print
 from core.models import Operator, Terminal
 from handlers.callbacks import MenuCb
-from handlers.filters import IsBound
+from handlers.filters import Is, IsBound
 
 
 class PrinterCb(CallbackData, prefix="prn"):
@@ -75,8 +75,8 @@ async def test_print(
 
 def create_router() -> Router:
     router = Router(name="printer")
-    router.message.filter(F.chat.type == "private", IsBound())
-    router.callback_query.filter(F.message.chat.type == "private", IsBound())
+    router.message.filter(Is(F.chat.type == "private"), IsBound())
+    router.callback_query.filter(Is(F.message.chat.type == "private"), IsBound())
     router.message.register(choose_printer, Command("printer"))
     router.callback_query.register(choose_printer, MenuCb.filter(F.action == "printer"))
     router.callback_query.register(test_print, PrinterCb.filter())

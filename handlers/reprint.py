@@ -45,7 +45,7 @@ from core.review import Verdict, documents_required
 from core.settings import Settings
 from handlers import texts
 from handlers.callbacks import MenuCb, WizCb
-from handlers.filters import IsBound
+from handlers.filters import Is, IsBound
 from handlers.keyboards import main_menu
 from handlers.review import post_review_card
 from handlers.states import Reprint
@@ -812,8 +812,8 @@ async def cancel(message: Message, state: FSMContext) -> None:
 def create_router() -> Router:
     """The wizard; bound operators in private chats."""
     router = Router(name="reprint")
-    router.message.filter(F.chat.type == "private")
-    router.callback_query.filter(F.message.chat.type == "private")
+    router.message.filter(Is(F.chat.type == "private"))
+    router.callback_query.filter(Is(F.message.chat.type == "private"))
     router.message.middleware(WizardMiddleware())
     router.callback_query.middleware(WizardMiddleware())
     router.message.register(start_reprint, Command("reprint"))
@@ -821,9 +821,9 @@ def create_router() -> Router:
     router.message.register(cancel, Command("cancel"))
     router.callback_query.register(on_button, WizCb.filter())
     router.message.register(
-        on_document, StateFilter(Reprint.documents), F.photo | F.document, IsBound()
+        on_document, StateFilter(Reprint.documents), Is(F.photo | F.document), IsBound()
     )
     router.message.register(
-        on_text, StateFilter(Reprint), F.text, ~F.text.startswith("/"), IsBound()
+        on_text, StateFilter(Reprint), Is(F.text), Is(~F.text.startswith("/")), IsBound()
     )
     return router

@@ -52,7 +52,7 @@ from core.review_service import (
 )
 from core.settings import Settings
 from handlers import texts
-from handlers.filters import IsBound
+from handlers.filters import Is, IsBound
 
 log = logging.getLogger(__name__)
 
@@ -639,14 +639,14 @@ async def on_typed_answer(
 def create_router(settings: Settings) -> Router:
     """The agents' side; only updates from the agents' group."""
     router = Router(name="review")
-    router.message.filter(F.chat.id == settings.support_chat_id)
-    router.callback_query.filter(F.message.chat.id == settings.support_chat_id)
+    router.message.filter(Is(F.chat.id == settings.support_chat_id))
+    router.callback_query.filter(Is(F.message.chat.id == settings.support_chat_id))
     router.callback_query.register(on_card_button, ReviewCb.filter())
     router.message.register(
         on_typed_answer,
         StateFilter(ReviewInput),
-        F.text,
-        ~F.text.startswith("/"),
+        Is(F.text),
+        Is(~F.text.startswith("/")),
         RepliesToPrompt(),
     )
     return router
@@ -745,6 +745,6 @@ async def on_merchant_document(
 def create_merchant_router() -> Router:
     """Files a bound operator sends outside any conversation while documents are awaited."""
     router = Router(name="review-documents")
-    router.message.filter(F.chat.type == "private", IsBound(), StateFilter(None))
-    router.message.register(on_merchant_document, F.photo | F.document, WaitingForDocuments())
+    router.message.filter(Is(F.chat.type == "private"), IsBound(), StateFilter(None))
+    router.message.register(on_merchant_document, Is(F.photo | F.document), WaitingForDocuments())
     return router

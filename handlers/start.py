@@ -19,6 +19,7 @@ from core.db import AfterCommit
 from core.models import Merchant, Operator
 from core.settings import Settings
 from handlers.callbacks import LangCb, MenuCb
+from handlers.filters import Is
 from handlers.keyboards import language_choice, main_menu
 
 
@@ -228,14 +229,14 @@ async def anything_else(message: Message, operator: Operator | None) -> None:
 def create_router() -> Router:
     """Binding, help and language; private chats only."""
     router = Router(name="start")
-    router.message.filter(F.chat.type == "private")
-    router.callback_query.filter(F.message.chat.type == "private")
+    router.message.filter(Is(F.chat.type == "private"))
+    router.callback_query.filter(Is(F.message.chat.type == "private"))
     router.message.register(start, CommandStart())
     router.message.register(help_command, Command("help"))
     router.callback_query.register(help_button, MenuCb.filter(F.action == "help"))
     router.message.register(lang_command, Command("lang"))
     router.callback_query.register(lang_button, MenuCb.filter(F.action == "lang"))
     router.callback_query.register(lang_chosen, LangCb.filter())
-    router.message.register(any_text, F.text)
+    router.message.register(any_text, Is(F.text))
     router.message.register(anything_else)
     return router

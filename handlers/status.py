@@ -16,7 +16,7 @@ from core.requests import request_of, requests_of
 from core.settings import Settings
 from handlers import texts
 from handlers.callbacks import MenuCb, StatusCb
-from handlers.filters import IsBound
+from handlers.filters import Is, IsBound
 
 PAGE_SIZE = 5
 
@@ -123,8 +123,8 @@ async def status_nav(
 
 def create_router() -> Router:
     router = Router(name="status")
-    router.message.filter(F.chat.type == "private", IsBound())
-    router.callback_query.filter(F.message.chat.type == "private", IsBound())
+    router.message.filter(Is(F.chat.type == "private"), IsBound())
+    router.callback_query.filter(Is(F.message.chat.type == "private"), IsBound())
     router.message.register(status_command, Command("status"))
     router.callback_query.register(status_button, MenuCb.filter(F.action == "status"))
     router.callback_query.register(status_nav, StatusCb.filter())

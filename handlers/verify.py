@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.verify import VerifyResult, normalise_verify_code, verify
 from handlers import texts
+from handlers.filters import Is
 
 
 def _ask_for_code() -> str:
@@ -79,6 +80,6 @@ async def verify_command(message: Message, command: CommandObject, session: Asyn
 def create_router() -> Router:
     """/verify in private chats, for everyone (guessing is held back by the global throttle)."""
     router = Router(name="verify")
-    router.message.filter(F.chat.type == "private")
+    router.message.filter(Is(F.chat.type == "private"))
     router.message.register(verify_command, Command("verify"))
     return router

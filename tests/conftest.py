@@ -124,3 +124,22 @@ async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def session_maker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return create_session_maker(engine)
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    """Redis database TEST_REDIS_URL (15 by default), emptied before and after the test."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        _unavailable("Redis", exc)
+    await client.flushdb()
+    try:
+        yield REDIS_URL
+    finally:
+        await client.flushdb()
+        await client.aclose()

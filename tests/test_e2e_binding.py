@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -118,6 +119,32 @@ async def test_duplicate_update_acts_once(harness: BotHarness) -> None:
     await chat.next_message()
     assert len(chat.messages) == 2  # one /help answer, one language menu
     assert sum(1 for u in harness.standin.updates if u["update_id"] == update["update_id"]) == 2
+
+
+def _update_of(harness: BotHarness, sent: dict[str, Any]) -> dict[str, Any]:
+    return next(
+        u
+        for u in harness.standin.updates
+        if u.get("message", {}).get("message_id") == sent["message_id"]
+    )
+
+
+async def test_updates_redelivered_after_a_restart_act_once(harness: BotHarness) -> None:
+    """A process stops before Telegram learns it handled two updates (one that only read,
+    one that wrote); the next process gets both again and acts on neither."""
+    chat = harness.standin.private_chat(1010)
+    read_only = _update_of(harness, await chat.send("/help"))
+    assert "绑定码" in (await chat.next_message())["text"]
+    code = await harness.invite()
+    writing = _update_of(harness, await chat.send(code))
+    assert "绑定成功" in (await chat.next_message())["text"]
+    await harness.restart()
+    await harness.standin.deliver_raw(read_only)
+    await harness.standin.deliver_raw(writing)
+    await chat.send("/lang")  # handled after both copies (one chat's updates go in order)
+    assert "选择语言" in (await chat.next_message())["text"]
+    assert chat.skip_unread() == []
+    assert len(await _operators(harness)) == 1
 
 
 async def test_unbound_user_cannot_reach_merchant_commands(harness: BotHarness) -> None:
