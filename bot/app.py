@@ -10,7 +10,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiogram import Bot, Dispatcher
@@ -21,7 +21,6 @@ from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats
 from aiogram.utils.i18n import I18n
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import telegram_client
@@ -44,6 +43,9 @@ from core.notify.worker import NotificationWorker, default_senders
 from core.settings import Settings
 from handlers import get_routers
 from handlers.human import ChatOrderMiddleware
+
+if TYPE_CHECKING:
+    from bot.scheduler import LeasedScheduler
 
 log = logging.getLogger(__name__)
 LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
@@ -147,7 +149,7 @@ class Runtime:
     http: aiohttp.ClientSession
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _scheduler: AsyncIOScheduler | None = None
+    scheduler: LeasedScheduler | None = None
 
     @classmethod
     async def create(
@@ -204,7 +206,8 @@ class Runtime:
 
     def start_workers(self) -> None:
         """Background work of this process: the delivery outbox (prints and PDFs) and,
-        when RUN_SCHEDULER is on, the scheduled jobs."""
+        when RUN_SCHEDULER is on, the scheduled jobs, once this process holds the
+        scheduler lease (bot/scheduler.py)."""
         self._tasks.append(
             asyncio.create_task(self.delivery.run(self._stop, self.delivery_wake), name="delivery")
         )
@@ -214,16 +217,17 @@ class Runtime:
             )
         )
         if self.settings.run_scheduler:
-            from bot.scheduler import build_scheduler
+            from bot.scheduler import LeasedScheduler
 
-            self._scheduler = build_scheduler(self)
-            self._scheduler.start()
+            self.scheduler = LeasedScheduler(self)
+            self.scheduler.start()
 
     async def stop_workers(self) -> None:
-        """Let jobs under way finish, then stop."""
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
+        """Stop the scheduled jobs and release the scheduler lease; let the outbox
+        workers finish what they are doing, then stop."""
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+            self.scheduler = None
         self._stop.set()
         self.delivery_wake.set()
         self.notify_wake.set()

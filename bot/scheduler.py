@@ -1,23 +1,48 @@
 """Scheduled jobs (APScheduler): SLA escalation, handoff reminders, expiry, digest, upkeep.
 
-Exactly one process should run them: set `RUN_SCHEDULER=false` on the others. Each job is an
-importable function taking the runtime; what it has done is recorded in the database
-(request events, handoff reminder times), so the jobs are re-created at start and a restart
-neither loses nor repeats work.
+One process at a time runs them. Every process with RUN_SCHEDULER on keeps a
+`LeasedScheduler`: the one holding the lease row `scheduler_lease` (core/lease.py) runs
+APScheduler and renews the lease every third of SCHEDULER_LEASE_SECONDS; the others wait and
+take over once the lease has expired (at once when the holder stops cleanly and releases it).
+
+The jobs are stored in the application's database, in APScheduler's table
+`apscheduler_jobs` (created by the migrations, written through a blocking driver: see
+`core.db.sync_url`, so APScheduler runs in a thread of its own and hands each job to the
+bot's event loop). Each is a module-level function without arguments, stored by reference,
+that finds this process's runtime through `active_scheduler()`. A restart keeps
+each job's stored next run time: a digest missed while no process ran is sent once at start
+(within its misfire grace time) and a job already run is not run again. What the jobs did is
+recorded in the database too (request events, handoff reminder times), so running one twice
+does no harm.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import logging
-from datetime import timedelta
-from typing import TYPE_CHECKING
+import os
+import secrets
+import socket
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.executors.base import BaseExecutor, run_coroutine_job
+from apscheduler.job import Job
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from core import scheduling
-from core.db import unit_of_work
+from core import lease, scheduling
+from core.db import create_sync_engine, unit_of_work
 from core.handoff import waiting_unanswered
 from handlers import texts
 from handlers.review import AGENTS_LOCALE
@@ -125,27 +150,326 @@ async def agents_digest(runtime: Runtime) -> None:
 
 
 async def upkeep(runtime: Runtime) -> None:
-    """Wake the delivery outbox (retries due) and forget old update ids."""
+    """Wake the outboxes (deliveries and notifications whose retry is due) and forget old
+    update ids."""
     runtime.delivery_wake.set()
+    runtime.notify_wake.set()
     async with unit_of_work(runtime.session_maker) as session:
         await scheduling.purge_processed_updates(session, runtime.clock.now(), timedelta(days=7))
 
 
-def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
-    """The jobs of this process; started by `Runtime.start_workers` when RUN_SCHEDULER is on."""
-    tz = runtime.settings.timezone
-    scheduler = AsyncIOScheduler(
-        timezone=tz, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300}
+# --- the jobs as APScheduler stores them ---------------------------------------------------
+# Module-level functions without arguments, so that a job is stored as a reference
+# ("bot.scheduler:escalate_reviews_job") and any process can run it with its own runtime.
+
+_active: LeasedScheduler | None = None
+
+
+def active_scheduler() -> LeasedScheduler | None:
+    """The scheduler running the jobs in this process, if this process runs them."""
+    return _active
+
+
+async def _on_runtime(job: Callable[[Runtime], Awaitable[object]]) -> None:
+    scheduler = _active
+    if scheduler is None or not scheduler.holds_lease():
+        log.warning("scheduler: %s skipped: this process does not hold the lease", job.__name__)
+        return
+    await job(scheduler.runtime)
+
+
+async def escalate_reviews_job() -> None:
+    await _on_runtime(escalate_reviews)
+
+
+async def remind_handoffs_job() -> None:
+    await _on_runtime(remind_handoffs)
+
+
+async def expire_stale_job() -> None:
+    await _on_runtime(expire_stale)
+
+
+async def agents_digest_job() -> None:
+    await _on_runtime(agents_digest)
+
+
+async def upkeep_job() -> None:
+    await _on_runtime(upkeep)
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """One job as this code defines it; `id` is its stable key in `apscheduler_jobs`."""
+
+    id: str
+    func: Callable[[], Awaitable[None]]
+    trigger: BaseTrigger
+    misfire_grace_time: int = 300
+
+
+def scheduled_jobs(timezone: str) -> list[ScheduledJob]:
+    """The jobs, their schedules and how late each may still run (seconds)."""
+    return [
+        ScheduledJob("escalate_reviews", escalate_reviews_job, IntervalTrigger(minutes=1)),
+        ScheduledJob("remind_handoffs", remind_handoffs_job, IntervalTrigger(minutes=1)),
+        ScheduledJob("expire_stale", expire_stale_job, IntervalTrigger(minutes=10)),
+        ScheduledJob("upkeep", upkeep_job, IntervalTrigger(seconds=30)),
+        # A digest missed during a restart around 09:00 is still worth sending that morning.
+        ScheduledJob(
+            "agents_digest",
+            agents_digest_job,
+            CronTrigger(hour=9, minute=0, timezone=timezone),
+            misfire_grace_time=3 * 3600,
+        ),
+    ]
+
+
+class EventLoopExecutor(BaseExecutor):
+    """Runs the (coroutine) jobs on the bot's event loop.
+
+    The scheduler itself runs in its own thread (`BackgroundScheduler`): its job store is
+    blocking, and on SQLite a blocking write made on the event loop could wait for a
+    transaction that only the blocked loop can finish.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._loop = loop
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Cancel the jobs under way (their transactions roll back)."""
+        for future in list(self._pending):
+            future.cancel()
+        self._pending.clear()
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        def done(future: concurrent.futures.Future[Any]) -> None:
+            self._pending.discard(future)
+            try:
+                events = future.result()
+            except BaseException:
+                self._run_job_error(job.id, *sys.exc_info()[1:])
+            else:
+                self._run_job_success(job.id, events)
+
+        coro = run_coroutine_job(job, job._jobstore_alias, run_times, self._logger.name)
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        self._pending.add(future)
+        future.add_done_callback(done)
+
+
+def start_scheduler(runtime: Runtime, loop: asyncio.AbstractEventLoop) -> BackgroundScheduler:
+    """APScheduler on the application's database, its stored jobs brought in line with
+    `scheduled_jobs`, started; jobs run on `loop`. Blocking: call it off the event loop.
+    Only for the process holding the lease."""
+    settings = runtime.settings
+    store = SQLAlchemyJobStore(engine=create_sync_engine(settings.effective_database_url))
+    scheduler = BackgroundScheduler(
+        jobstores={"default": store},
+        executors={"default": EventLoopExecutor(loop)},
+        timezone=settings.timezone,
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
     )
-    every = IntervalTrigger
-    scheduler.add_job(escalate_reviews, every(minutes=1), args=[runtime], id="escalate_reviews")
-    scheduler.add_job(remind_handoffs, every(minutes=1), args=[runtime], id="remind_handoffs")
-    scheduler.add_job(expire_stale, every(minutes=10), args=[runtime], id="expire_stale")
-    scheduler.add_job(upkeep, every(seconds=30), args=[runtime], id="upkeep")
-    scheduler.add_job(
-        agents_digest,
-        CronTrigger(hour=9, minute=0, timezone=tz),
-        args=[runtime],
-        id="agents_digest",
-    )
+    scheduler.start(paused=True)
+    try:
+        install_jobs(scheduler, scheduled_jobs(settings.timezone))
+        scheduler.resume()
+    except BaseException:
+        scheduler.shutdown(wait=False)
+        raise
     return scheduler
+
+
+def install_jobs(scheduler: BaseScheduler, jobs: list[ScheduledJob]) -> None:
+    """Store each job under its id (`replace_existing`), keeping the stored next run time
+    when its schedule is unchanged (APScheduler alone would compute a new one and so skip
+    a run missed while no process ran); drop stored jobs this code no longer defines."""
+    wanted = {job.id for job in jobs}
+    for stored in scheduler.get_jobs():
+        if stored.id not in wanted:
+            log.info("scheduler: removing job %s, which this code no longer defines", stored.id)
+            stored.remove()
+    for job in jobs:
+        stored_job: Job | None = scheduler.get_job(job.id)
+        keep = {}
+        if stored_job is not None and _same_schedule(stored_job.trigger, job.trigger):
+            keep["next_run_time"] = stored_job.next_run_time  # None: paused, stays paused
+        scheduler.add_job(
+            job.func,
+            job.trigger,
+            id=job.id,
+            name=job.id,
+            replace_existing=True,
+            misfire_grace_time=job.misfire_grace_time,
+            **keep,
+        )
+
+
+def _same_schedule(stored: BaseTrigger, wanted: BaseTrigger) -> bool:
+    # str() names the fields (cron) or the interval; an interval's start date is not part
+    # of its schedule here: the next run follows from the stored run time.
+    return (
+        type(stored) is type(wanted)
+        and str(stored) == str(wanted)
+        and str(getattr(stored, "timezone", "")) == str(getattr(wanted, "timezone", ""))
+    )
+
+
+# --- one process at a time: the lease ------------------------------------------------------
+
+LEASE_NAME = "scheduler"
+
+
+class LeasedScheduler:
+    """Runs the jobs in this process while it holds the scheduler lease; otherwise waits.
+
+    Every `lease / 3` seconds it takes or renews the lease (`runtime.clock` dates it). Taken:
+    APScheduler starts here. Lost (another process took it after it expired) or expired
+    without a renewal (the database was unreachable): the jobs stop at once, and a job
+    due meanwhile is skipped (`holds_lease`). `stop()` releases the lease, so a waiting
+    process takes over at its next try instead of after the lease's expiry.
+    """
+
+    def __init__(self, runtime: Runtime, *, holder: str | None = None) -> None:
+        self.runtime = runtime
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.ttl = timedelta(seconds=runtime.settings.scheduler_lease_seconds)
+        self.retry_seconds = self.ttl.total_seconds() / 3
+        self.scheduler: BackgroundScheduler | None = None
+        self._held_until: datetime | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._seen_holder: str | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether APScheduler runs here now."""
+        return self.scheduler is not None
+
+    def holds_lease(self) -> bool:
+        return self._held_until is not None and self.runtime.clock.now() < self._held_until
+
+    def start(self) -> None:
+        """Begin taking (or waiting for) the lease, in a task of the running loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._keep(), name="scheduler")
+
+    async def stop(self, *, release: bool = True) -> None:
+        """Stop the jobs (a job under way is cancelled: its transaction rolls back) and
+        release the lease. `release=False` leaves the lease to expire, as when a process
+        dies (tests)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        if release:
+            self._stopping.set()
+        else:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            try:
+                await asyncio.wait_for(task, 30)
+            except TimeoutError:
+                log.warning("scheduler: %s did not stop in time", self.holder)
+
+    async def _keep(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                await self._try_lease()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.retry_seconds)
+        finally:
+            await self._stop_jobs()
+        await self._release()
+
+    async def _try_lease(self) -> None:
+        now = self.runtime.clock.now()
+        try:
+            async with unit_of_work(self.runtime.session_maker) as session:
+                took = await lease.take(session, LEASE_NAME, self.holder, now, self.ttl)
+                other = None if took else await lease.current(session, LEASE_NAME)
+        except Exception:
+            log.exception("scheduler: %s could not take or renew the lease", self.holder)
+            if self.running and not self.holds_lease():
+                log.warning("scheduler: %s lease expired unrenewed; jobs stopped", self.holder)
+                await self._stop_jobs()
+            return
+        if took:
+            self._held_until = now + self.ttl
+            if not self.running:
+                await self._start_jobs()
+            return
+        self._held_until = None
+        if self.running:
+            log.warning(
+                "scheduler: %s lost the lease to %s; jobs stopped here",
+                self.holder,
+                other.holder if other else "?",
+            )
+            await self._stop_jobs()
+        if other is not None and other.holder != self._seen_holder:
+            self._seen_holder = other.holder
+            log.info(
+                "scheduler: jobs run by %s (lease until %s); %s waits to take over",
+                other.holder,
+                other.expires_at.isoformat(),
+                self.holder,
+            )
+
+    async def _start_jobs(self) -> None:
+        global _active
+        _active = self  # before the first job can start on the loop
+        starting = asyncio.ensure_future(
+            asyncio.to_thread(start_scheduler, self.runtime, asyncio.get_running_loop())
+        )
+        try:
+            self.scheduler = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            starting.add_done_callback(_shut_down_when_started)
+            _active = None
+            raise
+        except Exception:
+            log.exception("scheduler: %s could not start the jobs; lease released", self.holder)
+            _active = None
+            await self._release()
+            return
+        self._seen_holder = None
+        log.info(
+            "scheduler: this process (%s) runs the scheduled jobs; lease renewed every %gs",
+            self.holder,
+            self.retry_seconds,
+        )
+
+    async def _stop_jobs(self) -> None:
+        global _active
+        scheduler, self.scheduler = self.scheduler, None
+        if _active is self:
+            _active = None
+        if scheduler is not None:
+            await asyncio.shield(asyncio.to_thread(_shut_down, scheduler))
+            log.info("scheduler: %s stopped the jobs", self.holder)
+
+    async def _release(self) -> None:
+        self._held_until = None
+        try:
+            async with unit_of_work(self.runtime.session_maker) as session:
+                released = await lease.release(
+                    session, LEASE_NAME, self.holder, self.runtime.clock.now()
+                )
+        except Exception:
+            log.exception("scheduler: %s could not release the lease", self.holder)
+            return
+        if released:
+            log.info("scheduler: %s released the lease", self.holder)
+
+
+def _shut_down(scheduler: BaseScheduler) -> None:
+    if scheduler.running:
+        scheduler.shutdown(wait=False)
+
+
+def _shut_down_when_started(starting: asyncio.Future[BackgroundScheduler]) -> None:
+    """A start cancelled half-way: stop the scheduler once its thread has started it."""
+    if not starting.cancelled() and starting.exception() is None:
+        threading.Thread(target=_shut_down, args=(starting.result(),), daemon=True).start()

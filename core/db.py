@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as create_blocking_engine
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -38,6 +39,41 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
+
+
+def sync_url(url: str) -> URL:
+    """The same database through a blocking driver, for libraries that aren't async
+    (APScheduler's job store): `sqlite+aiosqlite` becomes `sqlite` (the standard library's
+    sqlite3), `postgresql+asyncpg` becomes `postgresql+psycopg` (psycopg 3)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite")
+    if backend == "postgresql":
+        query = dict(parsed.query)
+        ssl = query.pop("ssl", None)  # asyncpg's name for libpq's sslmode
+        if isinstance(ssl, str) and "sslmode" not in query:
+            query["sslmode"] = {"true": "require", "false": "disable"}.get(ssl.lower(), ssl)
+        return parsed.set(drivername="postgresql+psycopg", query=query)
+    raise ValueError(f"no blocking driver known for {parsed.drivername}")
+
+
+def create_sync_engine(url: str, **kwargs: Any) -> Engine:
+    """A blocking engine on the database of the async `url` (see `sync_url`); for SQLite it
+    waits for a busy database as the async engine does."""
+    target = sync_url(url)
+    if target.get_backend_name() == "sqlite":
+        engine = create_blocking_engine(target, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_blocking_engine(target, **kwargs)
 
 
 def create_session_maker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

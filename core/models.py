@@ -15,15 +15,20 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
+    Unicode,
     UniqueConstraint,
     event,
     func,
@@ -581,3 +586,30 @@ class Notification(Base):
         Index(None, "request_id"),
         Index(None, "merchant_id", "created_at"),
     )
+
+
+class SchedulerLease(Base):
+    """Which process runs the scheduled jobs, and until when (bot/scheduler.py).
+
+    The process that runs the scheduler renews its row well before `expires_at`; another
+    process takes the row over only once it has expired (see core/lease.py).
+    """
+
+    __tablename__ = "scheduler_lease"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(120))
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+# APScheduler's job store table, exactly as its SQLAlchemyJobStore defines it (the store
+# opens it by name and creates nothing when it exists): declared here so that the
+# migrations create it and the schema tests cover it. Rows are written by APScheduler only.
+apscheduler_jobs = Table(
+    "apscheduler_jobs",
+    Base.metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)

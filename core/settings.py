@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     documents_required_above_fen: int = Field(default=5_000_000, ge=0)
     review_sla_minutes: int = Field(default=30, ge=1)
     run_scheduler: bool = True
+    # The process running the scheduler renews its lease every third of this; another
+    # process with RUN_SCHEDULER on takes over once the lease has expired.
+    scheduler_lease_seconds: float = Field(default=30, gt=0)
 
     # Notifications: WeChat Official Account API (a stand-in in tests)
     wechat_api_base: str = "https://api.weixin.qq.com"
