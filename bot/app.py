@@ -117,6 +117,7 @@ def command_list(i18n: I18n, locale: str) -> list[BotCommand]:
         BotCommand(command="status", description=t("My reprint requests", locale=locale)),
         BotCommand(command="human", description=t("Talk to a person", locale=locale)),
         BotCommand(command="verify", description=t("Check a reprinted slip", locale=locale)),
+        BotCommand(command="notify", description=t("Notification channels", locale=locale)),
         BotCommand(command="lang", description=t("Language", locale=locale)),
         BotCommand(command="help", description=t("What this bot can do", locale=locale)),
         BotCommand(command="start", description=t("Start or bind", locale=locale)),
@@ -188,6 +189,7 @@ class Runtime:
             clock=clock,
             delivery_wake=delivery_wake,
             notify_wake=notify_wake,
+            notify_senders=senders,
         )
         return cls(
             settings,

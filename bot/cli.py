@@ -14,14 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import enrolment, ledger, migrations
 from core.db import create_engine, create_session_maker, unit_of_work
 from core.delivery import NoPrinterBound, print_test_page
-from core.models import NotificationChannelConfig, NotifyChannel, OperatorRole
-from core.notify.outbox import set_channel
+from core.models import NotifyChannel, OperatorRole
+from core.notify.outbox import set_channel, set_enabled
 from core.printing.transport import PrinterError, PrinterUriError
 from core.receipts.slip import local_time
 from core.settings import Settings, load_settings
@@ -121,15 +120,8 @@ async def cmd_merchant(args: argparse.Namespace, settings: Settings) -> None:
                         raise UserError(f"--set takes KEY=VALUE, got {item!r}")
                     config[key] = value
                 if args.off:
-                    row = await session.scalar(
-                        select(NotificationChannelConfig).where(
-                            NotificationChannelConfig.merchant_id == m.id,
-                            NotificationChannelConfig.channel == channel,
-                        )
-                    )
-                    if row is None:
+                    if await set_enabled(session, m.id, channel, False) is None:
                         raise UserError(f"{channel.value} is not set up for {m.merchant_no}")
-                    row.enabled = False
                 else:
                     try:
                         await set_channel(session, m.id, channel, config)

@@ -9,7 +9,17 @@ from core.settings import Settings
 
 def get_routers(settings: Settings) -> list[Router]:
     """Routers in the order they are tried; the errors router catches what they raise."""
-    from handlers import errors, human, printer, reprint, review, start, status, verify
+    from handlers import (
+        errors,
+        human,
+        notifications,
+        printer,
+        reprint,
+        review,
+        start,
+        status,
+        verify,
+    )
 
     return [
         errors.create_router(),
@@ -20,5 +30,6 @@ def get_routers(settings: Settings) -> list[Router]:
         reprint.create_router(),
         status.create_router(),
         printer.create_router(),
+        notifications.create_router(),
         start.create_router(),  # last: its catch-all answers what nothing else took
     ]

@@ -6,7 +6,7 @@ from aiogram.filters.callback_data import CallbackData
 
 
 class MenuCb(CallbackData, prefix="menu"):
-    """Main-menu buttons: reprint, status, human, help, lang."""
+    """Main-menu buttons: reprint, status, human, printer, help, notify, lang."""
 
     action: str
 

@@ -26,8 +26,9 @@ def _main_menu(_locale: str) -> InlineKeyboardMarkup:
     kb.button(text=_("Talk to a person (转人工)"), callback_data=MenuCb(action="human"))
     kb.button(text=_("Check printer"), callback_data=MenuCb(action="printer"))
     kb.button(text=_("Help"), callback_data=MenuCb(action="help"))
+    kb.button(text=_("Notifications"), callback_data=MenuCb(action="notify"))
     kb.button(text=_("Language / 语言"), callback_data=MenuCb(action="lang"))
-    kb.adjust(1, 2, 2, 1)
+    kb.adjust(1, 2, 2, 2)
     return kb.as_markup()
 
 

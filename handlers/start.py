@@ -111,6 +111,7 @@ def _help_bound() -> str:
         "/status – your reprint requests and where they stand\n"
         "/verify CODE – check whether a reprinted slip is genuine\n"
         "/human – talk to a person (转人工)\n"
+        "/notify – where progress is sent (WeCom group, WeChat)\n"
         "/lang – 中文 / English\n"
         "/cancel – stop what you are doing"
     )

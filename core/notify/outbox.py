@@ -95,6 +95,27 @@ async def set_channel(
     return row
 
 
+async def channel_configs(
+    session: AsyncSession, merchant_id: int
+) -> dict[NotifyChannel, NotificationChannelConfig]:
+    """Every channel set up for the merchant, on or off (Telegram needs no row)."""
+    stmt = select(NotificationChannelConfig).where(
+        NotificationChannelConfig.merchant_id == merchant_id
+    )
+    return {row.channel: row for row in await session.scalars(stmt)}
+
+
+async def set_enabled(
+    session: AsyncSession, merchant_id: int, channel: NotifyChannel, enabled: bool
+) -> NotificationChannelConfig | None:
+    """Turn a channel that is set up on or off, keeping its settings; None if not set up."""
+    row = (await channel_configs(session, merchant_id)).get(channel)
+    if row is not None and row.enabled != enabled:
+        row.enabled = enabled
+        await session.flush()
+    return row
+
+
 async def enabled_channels(
     session: AsyncSession, merchant_id: int
 ) -> dict[NotifyChannel, dict[str, Any]]:

@@ -99,11 +99,18 @@ class WeComSender:
         return {"msgtype": "markdown", "markdown": {"content": content}}
 
     async def send(self, item: Outgoing, now: datetime) -> None:
-        url = str(item.config["webhook_url"])
+        await self._post(str(item.config["webhook_url"]), self.message(item), now)
+
+    async def send_text(self, url: str, text: str, now: datetime) -> None:
+        """A plain text message (e.g. the test sent when a merchant sets a robot up)."""
+        content = fit_bytes(text, MAX_TEXT_BYTES)
+        await self._post(url, {"msgtype": "text", "text": {"content": content}}, now)
+
+    async def _post(self, url: str, message: dict[str, object], now: datetime) -> None:
         until = self.limiter.reserve(url, now)
         if until is not None:
             raise Deferred(until, "WeCom robot limit: 20 messages a minute")
-        body = json.dumps(self.message(item), ensure_ascii=False).encode()
+        body = json.dumps(message, ensure_ascii=False).encode()
         answer = await http_call(
             self.http,
             "POST",
@@ -117,8 +124,8 @@ class WeComSender:
         errcode = int(reply.get("errcode", -1))
         if errcode == 0:
             return
-        message = f"WeCom robot errcode {errcode}: {reply.get('errmsg', '')}"
+        problem = f"WeCom robot errcode {errcode}: {reply.get('errmsg', '')}"
         if errcode == FREQ_LIMIT:
             self.limiter.block(url, now + timedelta(minutes=1))
-            raise SendError(message, retry_after=60.0)
-        raise SendError(message, retryable=errcode not in PERMANENT)
+            raise SendError(problem, retry_after=60.0)
+        raise SendError(problem, retryable=errcode not in PERMANENT)
