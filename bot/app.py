@@ -38,6 +38,7 @@ from bot.updates import LocalUpdates, RedisUpdates, UpdateLedger
 from core.clock import Clock, SystemClock
 from core.db import create_engine, create_session_maker
 from core.delivery import DeliveryConfig, DeliveryWorker
+from core.handoff import OpenHandoffs
 from core.notify.pacing import PacedNotifier, PaceLimits
 from core.notify.worker import NotificationWorker, default_senders
 from core.settings import Settings
@@ -91,8 +92,15 @@ def create_dispatcher(
 ) -> Dispatcher:
     """The Dispatcher with every middleware and router; `services` become handler arguments."""
     clock = clock or SystemClock()
+    # Several processes (Redis) can't see each other's handoffs change: ask every time.
+    open_handoffs = OpenHandoffs(ttl=0 if settings.redis_url else settings.operator_cache_seconds)
     dp = Dispatcher(
-        storage=storage or MemoryStorage(), settings=settings, i18n=i18n, clock=clock, **services
+        storage=storage or MemoryStorage(),
+        settings=settings,
+        i18n=i18n,
+        clock=clock,
+        open_handoffs=open_handoffs,
+        **services,
     )
     dp.update.outer_middleware(ChatOrderMiddleware())
     dp.update.outer_middleware(ThrottlingMiddleware(settings.throttle_per_second))

@@ -10,16 +10,19 @@ message-id mapping that lets edits follow. Nothing here talks to Telegram or com
 
 from __future__ import annotations
 
+import time as time_
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, ClassVar
+from weakref import WeakSet
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, insert, or_, select
+from sqlalchemy import ColumnElement, event, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from core.models import (
     Agent,
@@ -104,6 +107,70 @@ async def active_handoff(session: AsyncSession, operator: Operator | int) -> Han
         .where(Handoff.operator_id == operator_id, _is_active())
         .execution_options(populate_existing=True)
     )
+
+
+class OpenHandoffs:
+    """Which operators have no handoff waiting or open, remembered in this process, so a
+    private message from one of them (nearly all) needn't ask the database first.
+
+    Exact within one process: every handoff this process creates or changes makes its
+    operator forgotten once that transaction commits (session events below), and an answer
+    read while such a commit happened isn't kept. With several processes (sharing FSM
+    state through Redis) use `ttl=0`: every message asks the database.
+    """
+
+    _caches: ClassVar[WeakSet[OpenHandoffs]] = WeakSet()
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._none_since: dict[int, float] = {}
+        self._version = 0
+        OpenHandoffs._caches.add(self)
+
+    async def active(self, session: AsyncSession, operator_id: int) -> Handoff | None:
+        """`active_handoff`, without a query while this operator is known to have none."""
+        now = time_.monotonic()
+        since = self._none_since.get(operator_id)
+        if since is not None and now - since < self.ttl:
+            return None
+        version = self._version
+        handoff = await active_handoff(session, operator_id)
+        if handoff is None and self.ttl > 0 and version == self._version:
+            if len(self._none_since) > 50_000:
+                self._none_since.clear()
+            self._none_since[operator_id] = now
+        elif handoff is not None:
+            self._none_since.pop(operator_id, None)
+        return handoff
+
+    def forget(self, operator_ids: set[int]) -> None:
+        self._version += 1
+        for operator_id in operator_ids:
+            self._none_since.pop(operator_id, None)
+
+
+@event.listens_for(Session, "after_flush")
+def _note_handoffs(session: Session, _context: Any) -> None:
+    changed = {
+        obj.operator_id
+        for obj in (*session.new, *session.dirty, *session.deleted)
+        if isinstance(obj, Handoff)
+    }
+    if changed:
+        session.info.setdefault("handoff_operators", set()).update(changed)
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_handoffs(session: Session) -> None:
+    changed = session.info.pop("handoff_operators", None)
+    if changed:
+        for cache in list(OpenHandoffs._caches):
+            cache.forget(changed)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_noted(session: Session, _previous: Any) -> None:
+    session.info.pop("handoff_operators", None)
 
 
 async def request_in_progress(

@@ -8,7 +8,14 @@ from core.settings import Settings
 
 
 def get_routers(settings: Settings) -> list[Router]:
-    """Routers in the order they are tried; the errors router catches what they raise."""
+    """Routers in the order they are tried.
+
+    Private chats first, in this order: /verify (for anyone, even while a person is on),
+    the open handoff (it takes everything else), then /start, /help and /lang (nothing
+    below takes them, so the most frequent updates meet four routers, not fourteen), the
+    rest, and last the fallback that answers what nothing took. The agents' group: review
+    cards, then the handoff topics. The errors router catches what any of them raises.
+    """
     from handlers import (
         errors,
         human,
@@ -22,14 +29,17 @@ def get_routers(settings: Settings) -> list[Router]:
     )
 
     return [
-        errors.create_router(),
-        review.create_router(settings),  # agents' group: review cards
         verify.create_router(),
-        human.create_router(),  # an open handoff takes the merchant's messages first
+        human.create_merchant_router(),  # an open handoff takes the merchant's messages
+        start.create_router(),
+        human.create_ask_router(),
         review.create_merchant_router(),  # files for a request waiting for documents
         reprint.create_router(),
         status.create_router(),
         printer.create_router(),
         notifications.create_router(),
-        start.create_router(),  # last: its catch-all answers what nothing else took
+        review.create_router(settings),  # agents' group: review cards
+        human.create_agents_router(),  # agents' group: the merchants' topics
+        start.create_fallback_router(),
+        errors.create_router(),  # errors reach every router's error handlers: order is free
     ]

@@ -1,6 +1,6 @@
 """转人工: from the bot to a person and back.
 
-`create_router()` returns one router with three parts, tried in this order:
+Three routers (`handlers.get_routers` places them):
 
 - the merchant's side: a bound operator whose conversation is with a person. Everything they
   send is copied into their topic of the agents' forum group; the wizard and menus stay
@@ -53,6 +53,7 @@ from core.enrolment import list_agents
 from core.handoff import (
     ContextCard,
     Line,
+    OpenHandoffs,
     active_handoff,
     assign,
     claim_topic,
@@ -172,10 +173,14 @@ class WithPerson(BaseFilter):
         settings: Settings,
         operator: Operator | None = None,
         session: AsyncSession | None = None,
+        open_handoffs: OpenHandoffs | None = None,
     ) -> bool | dict[str, Any]:
         if operator is None or session is None or settings.support_chat_id is None:
             return False
-        handoff = await active_handoff(session, operator)
+        if open_handoffs is not None:
+            handoff = await open_handoffs.active(session, operator.id)
+        else:
+            handoff = await active_handoff(session, operator)
         return {"handoff": handoff} if handoff is not None else False
 
 
@@ -1223,8 +1228,9 @@ def _context(i18n: I18n) -> Iterator[None]:
 # --- wiring --------------------------------------------------------------------------------
 
 
-def create_router() -> Router:
-    """The merchant's side, the agents' side and asking for a person, in that order."""
+def create_merchant_router() -> Router:
+    """The merchant's side: while a person is on, everything goes to the agents' topic.
+    Before every other private router but /verify's."""
     merchant = Router(name="handoff_merchant")
     merchant.message.filter(Is(F.chat.type == "private"), WithPerson())
     merchant.message.register(already_with_person, Command("human"))
@@ -1233,7 +1239,12 @@ def create_router() -> Router:
     merchant.edited_message.register(follow_merchant_edit)
     merchant.callback_query.filter(Is(F.message.chat.type == "private"), WithPerson())
     merchant.callback_query.register(button_during_handoff)
+    return merchant
 
+
+def create_agents_router() -> Router:
+    """The agents' side, in a merchant's topic of the agents' group (after the review
+    cards' router); anything else in the group passes on."""
     agents = Router(name="handoff_agents")
     agents.message.filter(InHandoffTopic())
     agents.message.register(agent_command, Command(*AGENT_COMMANDS))
@@ -1242,14 +1253,15 @@ def create_router() -> Router:
     agents.edited_message.register(follow_agent_edit)
     agents.callback_query.filter(InSupportChat())
     agents.callback_query.register(card_button, HandoffCb.filter())
+    return agents
 
+
+def create_ask_router() -> Router:
+    """Asking for a person: /human, 转人工 and the menu button."""
     ask = Router(name="human_ask")
     ask.message.filter(Is(F.chat.type == "private"), IsBound())
     ask.callback_query.filter(Is(F.message.chat.type == "private"), IsBound())
     ask.message.register(human_command, Command("human"))
     ask.message.register(human_command, Is(F.text.func(asks_for_person)))
     ask.callback_query.register(human_button, MenuCb.filter(F.action == "human"))
-
-    router = Router(name="human")
-    router.include_routers(merchant, agents, ask)
-    return router
+    return ask

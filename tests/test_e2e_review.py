@@ -8,12 +8,11 @@ SQLite and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiogram import Router
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from sqlalchemy import select
@@ -37,7 +36,6 @@ from core.models import (
     RequestState,
     Transaction,
 )
-from core.settings import Settings
 from handlers import review
 from tests.conftest import SAMPLE_LEDGER
 from tests.harness import MERCHANT_NO, BotHarness
@@ -139,26 +137,11 @@ def locales_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _with_review(original: Callable[[Settings], list[Router]]) -> Callable[..., list[Router]]:
-    """`get_routers` plus the review routers, right after the errors router."""
-
-    def get_routers(settings: Settings) -> list[Router]:
-        routers = original(settings)
-        if any(r.name == "review" for r in routers):  # already wired in handlers/__init__
-            return routers
-        at = next((i + 1 for i, r in enumerate(routers) if r.name == "errors"), 0)
-        mine = [review.create_router(settings), review.create_merchant_router()]
-        return [*routers[:at], *mine, *routers[at:]]
-
-    return get_routers
-
-
 @pytest.fixture
 async def harness(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, locales_dir: Path
 ) -> AsyncIterator[BotHarness]:
     monkeypatch.setattr(bot.app, "LOCALES_DIR", locales_dir)
-    monkeypatch.setattr(bot.app, "get_routers", _with_review(bot.app.get_routers))
     # One day: the sample ledger's transactions are older, so every request is manual.
     async with BotHarness(tmp_path, support_chat_id=GROUP_ID, auto_approve_max_age_days=1) as h:
         h.standin.group(GROUP_ID, "补打审核组", is_forum=True)

@@ -227,19 +227,7 @@ async def test_cli_test_print(cli: Run) -> None:
 
 
 @pytest.fixture
-async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[BotHarness]:
-    """The bot with the verify router registered before the start router, as wired in app."""
-    from handlers import errors, start
-    from handlers import verify as verify_handlers
-
-    monkeypatch.setattr(
-        "bot.app.get_routers",
-        lambda settings: [
-            errors.create_router(),
-            verify_handlers.create_router(),
-            start.create_router(),
-        ],
-    )
+async def harness(tmp_path: Path) -> AsyncIterator[BotHarness]:
     async with BotHarness(tmp_path) as h:
         await seed_requests(h.runtime.session_maker)
         yield h
