@@ -52,35 +52,44 @@ class DbSessionMiddleware(BaseMiddleware):
             return None
         after_commit = AfterCommit()
         settled = False
+        session = self.session_maker()
         try:
-            async with self.session_maker() as session:
-                data["session"] = session
-                data["after_commit"] = after_commit
-                try:
-                    result = await handler(event, data)
-                    recorded = session_wrote(session)
-                    if recorded:
-                        session.add(ProcessedUpdate(update_id=update_id))
-                        await session.commit()
-                except IntegrityError:
-                    await session.rollback()
-                    if await session.get(ProcessedUpdate, update_id) is None:
-                        raise  # the handler's own constraint, not a duplicate
-                    # Handled already by another process (or before a restart): keep that.
-                    log.info("update %s handled elsewhere; this copy rolled back", update_id)
-                    return None
-                except BaseException:
-                    await session.rollback()
-                    raise
-                self.updates.done(update_id, recorded=recorded)
-                settled = True
-                # Still inside the session: some follow-ups read with it (a fresh transaction).
-                await after_commit.run()
-                return result
+            data["session"] = session
+            data["after_commit"] = after_commit
+            try:
+                result = await handler(event, data)
+                recorded = session_wrote(session)
+                if recorded:
+                    session.add(ProcessedUpdate(update_id=update_id))
+                    await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                if await session.get(ProcessedUpdate, update_id) is None:
+                    raise  # the handler's own constraint, not a duplicate
+                # Handled already by another process (or before a restart): keep that.
+                log.info("update %s handled elsewhere; this copy rolled back", update_id)
+                return None
+            except BaseException:
+                await session.rollback()
+                raise
+            self.updates.done(update_id, recorded=recorded)
+            settled = True
+            # Still inside the session: some follow-ups read with it (a fresh transaction).
+            await after_commit.run()
+            return result
         except BaseException:
             if not settled:  # handled again if Telegram redelivers it
                 await self.updates.release(update_id)
             raise
+        finally:
+            await _close(session)
+
+
+async def _close(session: AsyncSession) -> None:
+    """Close the update's session; one that never began a transaction (a /help answered
+    from memory) holds no connection and no objects, and is left to the collector."""
+    if session.in_transaction() or session.sync_session.identity_map:
+        await session.close()
 
 
 class ThrottlingMiddleware(BaseMiddleware):

@@ -128,8 +128,9 @@ class LocalUpdates:
             async with self.session_maker() as session:
                 dialect = session.get_bind().dialect.name
                 insert = pg_insert if dialect == "postgresql" else sqlite_insert
-                rows = [{"update_id": update_id} for update_id in ids]
-                await session.execute(insert(ProcessedUpdate).values(rows).on_conflict_do_nothing())
+                # executemany of one cached statement (a VALUES list would compile anew)
+                statement = insert(ProcessedUpdate).on_conflict_do_nothing()
+                await session.execute(statement, [{"update_id": i} for i in ids])
                 await session.commit()
         except Exception:  # only a hint for after a restart; memory still has them
             log.warning("could not record %d handled update ids", len(ids), exc_info=True)
