@@ -18,8 +18,9 @@ from typing import Any, TextIO
 from bot.app import Runtime, register_commands
 from bot.sandbox.telegram import PrivateChat, TelegramStandIn, format_message
 from core import enrolment, migrations
-from core.db import create_engine, unit_of_work
+from core.db import create_engine, create_session_maker, unit_of_work
 from core.ledger import import_ledger
+from core.models import OperatorRole
 from core.settings import Settings
 
 SAMPLE_LEDGER = Path(__file__).resolve().parent / "sandbox" / "data" / "transactions.csv"
@@ -99,10 +100,11 @@ async def seed(settings: Settings) -> str:
     try:
         async with engine.begin() as conn:
             await import_ledger(conn, SAMPLE_LEDGER.read_bytes())
-        from core.db import create_session_maker
-
+        # You are the shop's owner: you may also choose its notification channels (/notify).
         async with unit_of_work(create_session_maker(engine)) as session:
-            invite = await enrolment.invite(session, DEMO_MERCHANT, timedelta(hours=12))
+            invite = await enrolment.invite(
+                session, DEMO_MERCHANT, timedelta(hours=12), role=OperatorRole.OWNER
+            )
     finally:
         await engine.dispose()
     return invite.code
