@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot import telegram_client
 from bot.delivery import TelegramSender
 from bot.middlewares import (
+    ChatOrderMiddleware,
     DbSessionMiddleware,
     OperatorLocaleMiddleware,
     OperatorMiddleware,
@@ -43,7 +44,6 @@ from core.notify.pacing import PacedNotifier, PaceLimits
 from core.notify.worker import NotificationWorker, default_senders
 from core.settings import Settings
 from handlers import get_routers
-from handlers.human import ChatOrderMiddleware
 
 if TYPE_CHECKING:
     from bot.scheduler import LeasedScheduler

@@ -1,4 +1,7 @@
-"""Middlewares: one DB transaction per update, de-duplication, throttling, operator, locale."""
+"""Middlewares: one DB transaction per update, de-duplication, throttling, operator, locale.
+
+And `ChatOrderMiddleware`: one chat's updates are handled in the order they came.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +29,50 @@ from core.models import Operator, ProcessedUpdate
 
 log = logging.getLogger(__name__)
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+
+class ChatOrderMiddleware(BaseMiddleware):
+    """Handle one chat's (or forum topic's) updates one at a time, in the order they came.
+
+    Polling handles updates concurrently, so ten messages sent at once would otherwise be
+    relayed in whatever order their handlers finish. Register it as the first outer
+    middleware on `dp.update`: it must take its place in line before anything awaits.
+    """
+
+    def __init__(self) -> None:
+        self._tails: dict[tuple[int, int | None], asyncio.Future[None]] = {}
+
+    @staticmethod
+    def key(update: Update) -> tuple[int, int | None] | None:
+        message = update.message or update.edited_message
+        if message is not None:
+            thread = message.message_thread_id if message.is_topic_message else None
+            return message.chat.id, thread
+        query = update.callback_query
+        if query is not None:
+            return (query.message.chat.id if query.message else query.from_user.id), None
+        return None
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        key = self.key(event) if isinstance(event, Update) else None
+        if key is None:
+            return await handler(event, data)
+        previous = self._tails.get(key)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[key] = done
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)
+            return await handler(event, data)
+        finally:
+            done.set_result(None)
+            if self._tails.get(key) is done:
+                del self._tails[key]
 
 
 class DbSessionMiddleware(BaseMiddleware):

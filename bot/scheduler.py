@@ -84,7 +84,7 @@ async def escalate_reviews(runtime: Runtime) -> int:
 
 async def remind_handoffs(runtime: Runtime) -> int:
     """Merchants waiting in a handoff without an agent's answer: remind the topic."""
-    from handlers.human import post_reminder
+    from handlers.support import post_reminder
 
     now = runtime.clock.now()
     older = timedelta(minutes=runtime.settings.review_sla_minutes)

@@ -25,6 +25,7 @@ def get_routers(settings: Settings) -> list[Router]:
         review,
         start,
         status,
+        support,
         verify,
     )
 
@@ -39,7 +40,7 @@ def get_routers(settings: Settings) -> list[Router]:
         printer.create_router(),
         notifications.create_router(),
         review.create_router(settings),  # agents' group: review cards
-        human.create_agents_router(),  # agents' group: the merchants' topics
+        support.create_router(),  # agents' group: the merchants' topics
         start.create_fallback_router(),
         errors.create_router(),  # errors reach every router's error handlers: order is free
     ]

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import bot.app
+from bot.middlewares import ChatOrderMiddleware
 from bot.sandbox.telegram import ChatHandle, Group, GroupMember, PrivateChat
 from core import enrolment
 from core.binding import find_operator
@@ -49,7 +50,8 @@ from core.models import (
     Transaction,
 )
 from core.requests import Submission, submit
-from handlers.human import ChatOrderMiddleware, HandoffCb, post_reminder
+from handlers.human import HandoffCb
+from handlers.support import post_reminder
 from tests.harness import MERCHANT_NO, OTHER_MERCHANT_NO, SHANGHAI, BotHarness
 
 JSON = dict[str, Any]
