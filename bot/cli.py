@@ -71,7 +71,11 @@ async def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
     try:
         async with engine.connect() as conn:
             trans = await conn.begin()
-            summary = await ledger.import_ledger(conn, data)
+            summary = await ledger.import_ledger(
+                conn,
+                data,
+                bulk_load_min_rows=None if args.keep_indexes else ledger.BULK_LOAD_MIN_ROWS,
+            )
             if args.dry_run:
                 await trans.rollback()
             else:
@@ -80,6 +84,8 @@ async def cmd_import(args: argparse.Namespace, settings: Settings) -> None:
         await engine.dispose()
     for rej in summary.rejected:
         print(f"line {rej.line}: rejected: {rej.reason}")
+    if summary.bulk_load:
+        print("bulk load: the indexes of transactions were dropped and built again")
     prefix = "dry run, nothing saved: " if args.dry_run else ""
     print(
         f"{prefix}inserted {summary.inserted}, updated {summary.updated}, "
@@ -288,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp = verbs.add_parser("import-transactions", help="load a settlement-detail CSV")
     imp.add_argument("file")
     imp.add_argument("--dry-run", action="store_true", help="validate and count; save nothing")
+    imp.add_argument(
+        "--keep-indexes",
+        action="store_true",
+        help="never drop the indexes for a big load (slower, but lookups keep working)",
+    )
     imp.set_defaults(func=cmd_import)
 
     merchant = verbs.add_parser("merchant", help="merchants and binding codes")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
+from core import ledger
 from core.enrolment import hash_code
 from tests.conftest import SAMPLE_LEDGER
 
@@ -108,3 +109,30 @@ def test_user_mistakes_are_one_line(cli, tmp_path: Path) -> None:
     _assert_user_error(
         cli("merchant", "channel", "898526018159083", "wechat", "--off"), "not set up"
     )
+
+
+@pytest.mark.postgres
+def test_import_of_a_big_file_into_postgres_says_it_rebuilt_the_indexes(
+    cli, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    monkeypatch.setattr(ledger, "BULK_LOAD_MIN_ROWS", 100)  # the sample counts as big
+    assert cli("db", "upgrade").returncode == 0
+
+    kept = cli("import-transactions", str(SAMPLE_LEDGER), "--dry-run", "--keep-indexes")
+    assert kept.returncode == 0, kept.stderr
+    assert "bulk load" not in kept.stdout
+    assert kept.stdout.strip().splitlines()[-1] == (
+        "dry run, nothing saved: inserted 361, updated 0, unchanged 0, rejected 3"
+    )
+    bulk = cli("import-transactions", str(SAMPLE_LEDGER))
+    assert bulk.returncode == 0, bulk.stderr
+    assert bulk.stdout.strip().splitlines()[-2:] == [
+        "bulk load: the indexes of transactions were dropped and built again",
+        "inserted 361, updated 0, unchanged 0, rejected 3",
+    ]
+    again = cli("import-transactions", str(SAMPLE_LEDGER))  # the table is as big as the file
+    assert again.stdout.strip().splitlines()[-2:] == [
+        "line 365: rejected: duplicate of line 9 (terminal 21535642, batch 000446, voucher 000002)",
+        "inserted 0, updated 0, unchanged 361, rejected 3",
+    ]
