@@ -21,7 +21,6 @@ import enum
 import itertools
 import json
 import secrets
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -29,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from bot.sandbox.server import LocalHTTPServer
 
 JSON = dict[str, Any]
 
@@ -95,7 +96,7 @@ class _WeChatState:
     duplicates: int = 0
 
 
-class NotifyStandIn:
+class NotifyStandIn(LocalHTTPServer):
     """WeCom robot, WeChat API and webhook receiver on 127.0.0.1; records what arrives."""
 
     def __init__(
@@ -109,9 +110,7 @@ class NotifyStandIn:
         webhook_status: int = 200,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.host = host
-        self.port = port
-        self.base_url = ""
+        super().__init__(host=host, port=port)
         self.wecom_per_minute = wecom_per_minute
         self.wechat_token_ttl = wechat_token_ttl
         self.wechat_apps = dict(wechat_apps) if wechat_apps is not None else None
@@ -121,46 +120,17 @@ class NotifyStandIn:
         self._faults: dict[Endpoint, list[_Injected]] = {e: [] for e in Endpoint}
         self._wecom_sent: dict[str, deque[float]] = {}
         self._wechat = _WeChatState()
-        self._runner: web.AppRunner | None = None
         self._changed = asyncio.Event()
 
-    # -- lifecycle --
+    # -- lifecycle: start(), stop() and `async with` come from LocalHTTPServer --
 
-    async def start(self) -> NotifyStandIn:
-        """Start serving; `base_url` is set once this returns."""
-        if self._runner is not None:
-            return self
+    def _make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/cgi-bin/webhook/send", self._wecom)
         app.router.add_get("/cgi-bin/token", self._wechat_token)
         app.router.add_post("/cgi-bin/message/template/send", self._wechat_send)
         app.router.add_post("/hooks/{name}", self._webhook)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        try:
-            await web.SockSite(runner, sock).start()
-        except BaseException:
-            sock.close()
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = int(sock.getsockname()[1])
-        self.base_url = f"http://{self.host}:{self.port}"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> NotifyStandIn:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+        return app
 
     # -- addresses --
 

@@ -28,17 +28,18 @@ import math
 import mimetypes
 import re
 import secrets
-import socket
 import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import aiohttp
 from aiohttp import web
+
+from bot.sandbox.server import LocalHTTPServer
 
 JSON = dict[str, Any]
 T = TypeVar("T")
@@ -748,7 +749,7 @@ class _Signal:
 # --------------------------------------------------------------------------- the server
 
 
-class TelegramStandIn:
+class TelegramStandIn(LocalHTTPServer):
     """An in-memory Bot API server on 127.0.0.1 plus the people who talk to the bot."""
 
     def __init__(
@@ -777,9 +778,7 @@ class TelegramStandIn:
             "first_name": bot_first_name,
             "username": bot_username,
         }
-        self.host = host
-        self.port = port
-        self.base_url = ""
+        super().__init__(host=host, port=port)
         self.stats = StandInStats()
         self.calls: list[ApiCall] = []
         self.updates: list[JSON] = []
@@ -809,7 +808,6 @@ class TelegramStandIn:
         self._profile: dict[tuple[str, str], str] = {}
         self._injected: dict[str, list[BotAPIError]] = {}
         self._global_bucket: _TokenBucket | None = None
-        self._runner: web.AppRunner | None = None
         self._closing = False
         methods: dict[str, Callable[[_Params], Awaitable[Any]]] = {
             "getMe": self._get_me,
@@ -858,27 +856,17 @@ class TelegramStandIn:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> TelegramStandIn:
-        """Starts serving; `base_url` is set once this returns."""
-        if self._runner is not None:
-            return self
-        self._closing = False
+    def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_UPLOAD + 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle_http)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        try:
-            await web.SockSite(runner, sock).start()
-        except BaseException:
-            sock.close()
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = int(sock.getsockname()[1])
-        self.base_url = f"http://{self.host}:{self.port}"
+        return app
+
+    async def start(self) -> Self:
+        """Starts serving; `base_url` is set once this returns."""
+        if self.serving:
+            return self
+        self._closing = False
+        await super().start()
         if self._webhook is not None:  # restarted with a webhook still set
             self._spawn_webhook(self._webhook)
         return self
@@ -891,15 +879,7 @@ class TelegramStandIn:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> TelegramStandIn:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+        await super().stop()
 
     # ------------------------------------------------------------------ people and chats
 
