@@ -65,7 +65,7 @@ from core.receipts.pdf import render_pdf
 from core.receipts.slip import DEFAULT_TIMEZONE, local_time, receipts_for
 from core.requests import record, transition
 from core.settings import Settings
-from core.workers import idle_until_work
+from core.workers import Claimed, OutboxWorker
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ class _Job:
         return self.terminal.terminal_no if self.terminal is not None else ""
 
 
-class DeliveryWorker:
+class DeliveryWorker(OutboxWorker):
     """Claims due delivery jobs and carries them out; run one per process (or several: claims
     use `FOR UPDATE SKIP LOCKED` on PostgreSQL and a compare-and-set update everywhere)."""
 
@@ -388,7 +388,6 @@ class DeliveryWorker:
         self.print_slip = print_slip
         self.clock = clock or SystemClock()
         self._printer_locks: dict[int, asyncio.Lock] = {}
-        self._wake: asyncio.Event | None = None
 
     # -- loop --
 
@@ -402,33 +401,13 @@ class DeliveryWorker:
     async def run(self, stop_event: asyncio.Event, wake_event: asyncio.Event) -> None:
         """Until `stop_event`: claim due jobs and run them as tasks; sleep until `wake_event`,
         a job finishing, or the poll interval. Jobs under way are finished before returning."""
-        self._wake = wake_event
-        running: set[asyncio.Task[None]] = set()
-        try:
-            while not stop_event.is_set():
-                wake_event.clear()
-                room = min(self.config.max_concurrency - len(running), self.config.batch_size)
-                claims: list[_Claim] = []
-                if room > 0:
-                    try:
-                        claims = await self._claim(self.clock.now(), room)
-                    except Exception:
-                        log.exception("claiming delivery jobs failed; trying again shortly")
-                for claim in claims:
-                    task = asyncio.create_task(self._handle(claim, None))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                if claims and len(claims) == room:
-                    continue  # more may be due
-                await idle_until_work(stop_event, wake_event, running, self.config.poll_interval)
-        finally:
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
-            self._wake = None
+        failed = "claiming delivery jobs failed; trying again shortly"
+        await self._run_outbox(stop_event, wake_event, self._take, self.config, log, failed)
 
-    def _poke(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+    async def _take(self, limit: int) -> Claimed:
+        """Claim up to `limit` due jobs, for `run`: how many, and one handler per job."""
+        claims = await self._claim(self.clock.now(), limit)
+        return len(claims), [self._handle(claim, None) for claim in claims]
 
     # -- claiming --
 

@@ -43,7 +43,7 @@ from core.notify.sending import (
 from core.notify.webhook import WebhookSender
 from core.notify.wechat import WECHAT_API_BASE, WeChatSender
 from core.notify.wecom import WeComSender
-from core.workers import idle_until_work
+from core.workers import Claimed, OutboxWorker
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def default_senders(
     }
 
 
-class NotificationWorker:
+class NotificationWorker(OutboxWorker):
     """Sends the notification outbox. Run `run()` in one task per process, or call
     `run_once()` from a scheduler job; several at once are safe."""
 
@@ -147,7 +147,6 @@ class NotificationWorker:
         self.config = config or NotifyConfig()
         self.clock = clock
         self.stats = WorkerStats()
-        self._wake: asyncio.Event | None = None
 
     # -- loop --
 
@@ -169,36 +168,14 @@ class NotificationWorker:
         """Until `stop_event`: claim due rows and send them as tasks; sleep until `wake_event`
         (see `enqueue(wake=…)`), a send finishing, or the poll interval. Sends under way are
         finished before returning."""
-        self._wake = wake_event
-        running: set[asyncio.Task[None]] = set()
-        try:
-            while not stop_event.is_set():
-                wake_event.clear()
-                room = min(self.config.max_concurrency - len(running), self.config.batch_size)
-                claims: list[_Claim] = []
-                items: list[_Item] = []
-                if room > 0:
-                    try:
-                        claims = await self._claim(self.clock(), room)
-                        items = await self._load(claims)
-                    except Exception:
-                        log.exception("claiming notifications failed; trying again shortly")
-                        claims, items = [], []
-                    for item in items:
-                        task = asyncio.create_task(self._handle(item, None))
-                        running.add(task)
-                        task.add_done_callback(running.discard)
-                if claims and len(claims) == room:
-                    continue  # more may be due
-                await idle_until_work(stop_event, wake_event, running, self.config.poll_interval)
-        finally:
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
-            self._wake = None
+        failed = "claiming notifications failed; trying again shortly"
+        await self._run_outbox(stop_event, wake_event, self._take, self.config, log, failed)
 
-    def _poke(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+    async def _take(self, limit: int) -> Claimed:
+        """Claim and load up to `limit` due rows, for `run`: how many, and one send per row."""
+        claims = await self._claim(self.clock(), limit)
+        items = await self._load(claims)
+        return len(claims), [self._handle(item, None) for item in items]
 
     # -- claiming --
 
