@@ -73,6 +73,7 @@ from handlers.human import (
     reason_label,
 )
 from handlers.keyboards import main_menu
+from handlers.review import merchant_reject_reason
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +119,6 @@ def _merchant_locale(i18n: I18n, operator: Operator) -> contextlib.AbstractConte
 def signed(name: str, text: str) -> str:
     """An agent's words as the merchant sees them."""
     return _("Agent {name}:\n{text}").format(name=name, text=text).strip()
-
-
-def _reject_reason(code: str) -> str:
-    return {
-        "amount_mismatch": _("the amount does not match the transaction"),
-        "outside_window": _("the transaction is outside the reprint window"),
-        "documents_insufficient": _("the documents are not sufficient"),
-        "suspected_fraud": _("the request could not be verified"),
-    }.get(code, code)
 
 
 def _line(line: Line) -> str:
@@ -320,7 +312,7 @@ class Desk:
             lambda: _(
                 "Request {ref} was rejected: {reason}. You can start again with /reprint once "
                 "the agent closes the conversation."
-            ).format(ref=ref, reason=words or _reject_reason(code)),
+            ).format(ref=ref, reason=words or merchant_reject_reason(code, code)),
         )
         return Outcome(
             True,
